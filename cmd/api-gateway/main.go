@@ -1,0 +1,301 @@
+// Command api-gateway runs the API gateway from a YAML configuration.
+//
+//	api-gateway [-config FILE] [-demo]        serve
+//	api-gateway check [-config FILE] [-print] validate a configuration
+//	api-gateway route [-config FILE] METHOD PATH
+//	api-gateway version
+//
+// Without -config, the file named by GATEWAY_CONFIG is used, else
+// configs/config.yaml when it exists, else the embedded default.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pyairtable/api-gateway/gateway"
+	"github.com/pyairtable/api-gateway/gateway/config"
+	"github.com/pyairtable/api-gateway/gateway/gatewaytest"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "":
+		return serve(ctx, args, stderr)
+	case "check":
+		return check(args, stdout, stderr)
+	case "route":
+		return route(args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "api-gateway", buildVersion())
+		return 0
+	case "help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "api-gateway: unknown command %q\n", cmd)
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  api-gateway [-config FILE] [-demo]          serve
+  api-gateway check [-config FILE] [-print]   validate a configuration (-print: effective config)
+  api-gateway route [-config FILE] METHOD PATH  show the route, service and policy a request gets
+  api-gateway version
+Without -config: $GATEWAY_CONFIG, else configs/config.yaml if present, else the embedded default.
+`)
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// configPath resolves which file to load ("" means the embedded default).
+func configPath(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if p := os.Getenv("GATEWAY_CONFIG"); p != "" {
+		return p
+	}
+	if _, err := os.Stat(config.DefaultPath); err == nil {
+		return config.DefaultPath
+	}
+	return ""
+}
+
+func load(flagValue string, stderr io.Writer) (*config.Config, bool) {
+	c, err := config.Load(configPath(flagValue))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, false
+	}
+	return c, true
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "configuration file")
+	print := fs.Bool("print", false, "print the effective configuration with every default filled in")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c, ok := load(*file, stderr)
+	if !ok {
+		return 1
+	}
+	if _, err := newGateway(c, slog.New(slog.DiscardHandler)); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if *print {
+		b, err := c.Marshal()
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		stdout.Write(b)
+		return 0
+	}
+	name := c.File
+	fmt.Fprintf(stdout, "%s: ok (%d services, %d routes, environment %s)\n", name, len(c.Services), len(c.Routes), c.Server.Environment)
+	return 0
+}
+
+func route(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("route", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "configuration file")
+	host := fs.String("host", "", "Host header of the request")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 2 {
+		fmt.Fprintln(stderr, "usage: api-gateway route [-config FILE] [-host HOST] METHOD PATH")
+		return 2
+	}
+	c, ok := load(*file, stderr)
+	if !ok {
+		return 1
+	}
+	g, err := newGateway(c, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	method, target := fs.Arg(0), fs.Arg(1)
+	if u, err := url.Parse(target); err == nil && u.Host != "" {
+		*host, target = u.Host, u.RequestURI()
+	}
+	res := g.Resolve(method, *host, target)
+	switch res.Status {
+	case http.StatusOK:
+	case http.StatusMethodNotAllowed:
+		fmt.Fprintf(stdout, "%s %s → 405 method not allowed (allowed: %s)\n", strings.ToUpper(method), target, res.Allow)
+		return 1
+	default:
+		fmt.Fprintf(stdout, "%s %s → %d no route\n", strings.ToUpper(method), target, res.Status)
+		return 1
+	}
+	auth := "authenticated"
+	if res.Route.Public {
+		auth = "public"
+	}
+	roles := "any"
+	if len(res.Route.Roles) > 0 {
+		roles = strings.Join(res.Route.Roles, " | ")
+	}
+	fmt.Fprintf(stdout, "route:     %s\nservice:   %s\nforwarded: %s\nauth:      %s\nroles:     %s\ntimeout:   %s\nretries:   %d\ninstances: %s\n",
+		res.Route.Name, res.Service, res.Path, auth, roles, res.Timeout, res.Retries, strings.Join(res.Instances, ", "))
+	return 0
+}
+
+func newLogger(c *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func newGateway(c *config.Config, logger *slog.Logger) (*gateway.Gateway, error) {
+	gc, err := c.Gateway()
+	if err != nil {
+		return nil, err
+	}
+	gc.Logger = logger
+	gc.Version = buildVersion()
+	return gateway.New(gc)
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("api-gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "configuration file")
+	demo := fs.Bool("demo", false, "also start in-process demo backends for every loopback service instance")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c, ok := load(*file, stderr)
+	if !ok {
+		return 1
+	}
+	logger := newLogger(c, stderr)
+	slog.SetDefault(logger)
+	g, err := newGateway(c, logger)
+	if err != nil {
+		logger.Error("invalid configuration", "error", err.Error())
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		// After the first signal, a second one ends the process at once.
+		<-ctx.Done()
+		stop()
+	}()
+
+	if *demo {
+		addrs := map[string][]string{}
+		for name, svc := range c.Services {
+			for _, in := range svc.Instances {
+				u, err := url.Parse(in.URL)
+				if err == nil && isLoopbackHost(u.Hostname()) {
+					addrs[name] = append(addrs[name], u.Host)
+				}
+			}
+		}
+		stopDemo, err := gatewaytest.Demo(addrs)
+		if err != nil {
+			logger.Error("demo backends", "error", err.Error())
+			return 1
+		}
+		defer stopDemo()
+		logger.Info("demo backends started", "services", len(addrs))
+	}
+
+	ln, err := net.Listen("tcp", c.Addr())
+	if err != nil {
+		logger.Error("listen", "addr", c.Addr(), "error", err.Error())
+		return 1
+	}
+	adminLn, err := net.Listen("tcp", c.AdminAddr())
+	if err != nil {
+		ln.Close()
+		logger.Error("admin listen", "addr", c.AdminAddr(), "error", err.Error())
+		return 1
+	}
+	admin := &http.Server{Handler: adminHandler(c, g), ReadHeaderTimeout: 10 * time.Second}
+	go admin.Serve(adminLn)
+	defer admin.Close()
+
+	logger.Info("api-gateway started", "version", buildVersion(), "addr", ln.Addr().String(),
+		"admin", adminLn.Addr().String(), "config", c.File, "environment", c.Server.Environment,
+		"services", len(c.Services), "routes", len(c.Routes))
+	if err := g.Serve(ctx, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Error("serve", "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// adminHandler serves the operator endpoints on the admin port.
+func adminHandler(c *config.Config, g *gateway.Gateway) http.Handler {
+	mux := http.NewServeMux()
+	for _, p := range []string{gateway.PathHealth, gateway.PathLive, gateway.PathReady, gateway.PathHealthDetailed} {
+		mux.Handle("GET "+p, g)
+	}
+	if c.Admin.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}

@@ -1,0 +1,431 @@
+// Package config is the YAML face of the gateway: the schema of the
+// api-gateway binary's configuration file, its defaults and environment
+// overrides, validation that reports every problem with file:line and key
+// path, and the mapping onto the plain Go values of package gateway.
+//
+// Custom gateways can load the same YAML with [Load] and then add their own
+// pieces to the [gateway.Config] that [Config.Gateway] returns.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/pyairtable/api-gateway/balancer"
+	"github.com/pyairtable/api-gateway/gateway"
+)
+
+// Config is the whole configuration file. Field tags are the YAML keys.
+type Config struct {
+	Server   Server             `yaml:"server"`
+	Admin    Admin              `yaml:"admin"`
+	Log      Log                `yaml:"log"`
+	Auth     Auth               `yaml:"auth"`
+	Security Security           `yaml:"security"`
+	Services map[string]Service `yaml:"services"`
+	Routes   []Route            `yaml:"routes"`
+
+	// File is where the configuration was read from ("" for embedded).
+	File string `yaml:"-"`
+	// lines maps key paths to source lines, for validation messages.
+	lines map[string]int
+}
+
+// Server configures the main listener.
+type Server struct {
+	Host              string    `yaml:"host"`
+	Port              int       `yaml:"port"`
+	Environment       string    `yaml:"environment"`
+	Concurrency       int       `yaml:"concurrency"`
+	ReadHeaderTimeout Duration  `yaml:"read_header_timeout"`
+	ReadTimeout       Duration  `yaml:"read_timeout"`
+	WriteTimeout      Duration  `yaml:"write_timeout"`
+	IdleTimeout       Duration  `yaml:"idle_timeout"`
+	ShutdownDelay     Duration  `yaml:"shutdown_delay"`
+	ShutdownTimeout   Duration  `yaml:"shutdown_timeout"`
+	BodyLimit         ByteSize  `yaml:"body_limit"`
+	MaxHeaderBytes    ByteSize  `yaml:"max_header_bytes"`
+	TrustedProxies    []string  `yaml:"trusted_proxies"`
+	Transport         Transport `yaml:"transport"`
+}
+
+// Transport tunes the upstream connections.
+type Transport struct {
+	MaxIdleConns        int      `yaml:"max_idle_conns"`
+	MaxIdleConnsPerHost int      `yaml:"max_idle_conns_per_host"`
+	MaxConnsPerHost     int      `yaml:"max_conns_per_host"`
+	IdleConnTimeout     Duration `yaml:"idle_conn_timeout"`
+	DialTimeout         Duration `yaml:"dial_timeout"`
+	ReadBufferSize      ByteSize `yaml:"read_buffer_size"`
+	WriteBufferSize     ByteSize `yaml:"write_buffer_size"`
+}
+
+// Admin configures the operator listener (metrics, pprof, reload).
+type Admin struct {
+	Host  string `yaml:"host"`
+	Port  int    `yaml:"port"`
+	Pprof bool   `yaml:"pprof"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Auth configures authentication.
+type Auth struct {
+	JWTSecret string   `yaml:"jwt_secret"`
+	JWTExpiry Duration `yaml:"jwt_expiry"`
+}
+
+// Security groups edge protections.
+type Security struct {
+	RateLimit RateLimit `yaml:"rate_limit"`
+}
+
+// RateLimit configures request rate limits.
+type RateLimit struct {
+	Enabled     bool   `yaml:"enabled"`
+	GlobalLimit int    `yaml:"global_limit"`
+	PerIPLimit  int    `yaml:"per_ip_limit"`
+	RedisURL    string `yaml:"redis_url"`
+}
+
+// Service is a named pool of backends: one url, or several instances.
+type Service struct {
+	URL        string     `yaml:"url,omitempty"`
+	Instances  []Instance `yaml:"instances,omitempty"`
+	Timeout    Duration   `yaml:"timeout"`
+	RetryCount *int       `yaml:"retry_count"`
+}
+
+// Instance is one backend of a service.
+type Instance struct {
+	URL    string `yaml:"url"`
+	Weight int    `yaml:"weight"`
+}
+
+// Route maps requests to a service.
+type Route struct {
+	Name        string   `yaml:"name"`
+	Path        string   `yaml:"path"`
+	Prefix      string   `yaml:"prefix"`
+	Methods     []string `yaml:"methods"`
+	Host        string   `yaml:"host"`
+	Service     string   `yaml:"service"`
+	StripPrefix bool     `yaml:"strip_prefix"`
+	Public      bool     `yaml:"public"`
+	Roles       []string `yaml:"roles"`
+}
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// Default returns the embedded default configuration: the 14 services of
+// the platform on 127.0.0.1 with their /api/v1 routes.
+func Default() []byte { return bytes.Clone(defaultYAML) }
+
+// DefaultPath is where the binary looks for a configuration file when none
+// is named.
+const DefaultPath = "configs/config.yaml"
+
+// Environment overrides, applied after the file is read.
+var envKeys = []struct{ env, key string }{
+	{"JWT_SECRET", "auth.jwt_secret"},
+	{"REDIS_URL", "security.rate_limit.redis_url"},
+	{"ENVIRONMENT", "server.environment"},
+	{"LOG_LEVEL", "log.level"},
+	{"PORT", "server.port"},
+}
+
+// EnvOverrides lists the environment variables that override keys, as
+// "VAR → key" pairs, for documentation and `check -print`.
+func EnvOverrides() [][2]string {
+	out := make([][2]string, len(envKeys))
+	for i, e := range envKeys {
+		out[i] = [2]string{e.env, e.key}
+	}
+	return out
+}
+
+// Load reads the file at path (the embedded default when path is ""),
+// applies environment overrides from the process environment, fills in
+// defaults and validates. On failure the error is an *Error listing every
+// problem.
+func Load(path string) (*Config, error) {
+	name, data := "(embedded default)", Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		name, data = path, b
+	}
+	return Parse(name, data, os.LookupEnv)
+}
+
+// Parse is Load for configuration bytes: name labels problems (usually the
+// file name), env looks up environment overrides (nil for none).
+func Parse(name string, data []byte, env func(string) (string, bool)) (*Config, error) {
+	c := &Config{File: name}
+	d := &decoder{file: filepath.Base(name), lines: map[string]int{}}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, &Error{Problems: []Problem{{File: d.file, Line: yamlErrLine(err), Msg: yamlErrMsg(err)}}}
+	}
+	if len(root.Content) > 0 {
+		d.decode(&root, reflectValue(c), "")
+	}
+	c.lines = d.lines
+	if env != nil {
+		c.applyEnv(d, env)
+	}
+	c.applyDefaults()
+	// Report decoding and validation problems together, so one run of
+	// `check` shows everything; a key that failed to decode is not
+	// validated again.
+	ps := d.problems
+	bad := map[string]bool{}
+	for _, p := range ps {
+		bad[p.Key] = true
+	}
+	for _, p := range c.validate(d.file) {
+		if !bad[p.Key] {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) > 0 {
+		order := func(p Problem) int {
+			if p.Line <= 0 {
+				return 1 << 30 // environment problems last
+			}
+			return p.Line
+		}
+		sort.SliceStable(ps, func(i, j int) bool { return order(ps[i]) < order(ps[j]) })
+		return nil, &Error{Problems: ps}
+	}
+	return c, nil
+}
+
+func (c *Config) applyEnv(d *decoder, env func(string) (string, bool)) {
+	for _, e := range envKeys {
+		v, ok := env(e.env)
+		if !ok || v == "" {
+			continue
+		}
+		switch e.env {
+		case "JWT_SECRET":
+			c.Auth.JWTSecret = v
+		case "REDIS_URL":
+			c.Security.RateLimit.RedisURL = v
+		case "ENVIRONMENT":
+			c.Server.Environment = v
+		case "LOG_LEVEL":
+			c.Log.Level = v
+		case "PORT":
+			p, err := strconv.Atoi(v)
+			if err != nil {
+				d.problems = append(d.problems, Problem{File: "environment", Key: "PORT (server.port)", Msg: strconv.Quote(v) + " is not a port number"})
+				continue
+			}
+			c.Server.Port = p
+		}
+		c.lines[e.key] = -1 // set from the environment
+	}
+}
+
+func (c *Config) applyDefaults() {
+	s := &c.Server
+	setS := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	setI := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setD := func(p *Duration, v time.Duration) {
+		if *p == 0 {
+			*p = Duration(v)
+		}
+	}
+	setB := func(p *ByteSize, v int64) {
+		if *p == 0 {
+			*p = ByteSize(v)
+		}
+	}
+	setS(&s.Host, "0.0.0.0")
+	setI(&s.Port, 8080)
+	setS(&s.Environment, "development")
+	setI(&s.Concurrency, 262144)
+	setD(&s.ReadHeaderTimeout, 10*time.Second)
+	setD(&s.ReadTimeout, 30*time.Second)
+	setD(&s.WriteTimeout, 30*time.Second)
+	setD(&s.IdleTimeout, 120*time.Second)
+	setD(&s.ShutdownDelay, 5*time.Second)
+	setD(&s.ShutdownTimeout, 30*time.Second)
+	setB(&s.BodyLimit, 4<<20)
+	setB(&s.MaxHeaderBytes, 1<<20)
+	t := &s.Transport
+	setI(&t.MaxIdleConns, 1000)
+	setI(&t.MaxIdleConnsPerHost, 100)
+	setD(&t.IdleConnTimeout, 90*time.Second)
+	setD(&t.DialTimeout, 3*time.Second)
+	setB(&t.ReadBufferSize, 4<<10)
+	setB(&t.WriteBufferSize, 4<<10)
+	setS(&c.Admin.Host, "127.0.0.1")
+	setI(&c.Admin.Port, 9090)
+	setS(&c.Log.Level, "info")
+	setS(&c.Log.Format, "json")
+	setD(&c.Auth.JWTExpiry, 24*time.Hour)
+	for name, svc := range c.Services {
+		setD(&svc.Timeout, 30*time.Second)
+		if svc.RetryCount == nil {
+			one := 1
+			svc.RetryCount = &one
+		}
+		if svc.URL != "" && len(svc.Instances) == 0 {
+			svc.Instances = []Instance{{URL: svc.URL, Weight: 1}}
+			svc.URL = ""
+		}
+		for i := range svc.Instances {
+			setI(&svc.Instances[i].Weight, 1)
+		}
+		c.Services[name] = svc
+	}
+}
+
+// ServiceNames returns the service names, sorted.
+func (c *Config) ServiceNames() []string {
+	names := make([]string, 0, len(c.Services))
+	for n := range c.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Production reports whether the configuration is for production, where
+// insecure settings are refused.
+func (c *Config) Production() bool { return c.Server.Environment == "production" }
+
+// Addr returns the main listener's address.
+func (c *Config) Addr() string { return net.JoinHostPort(c.Server.Host, strconv.Itoa(c.Server.Port)) }
+
+// AdminAddr returns the admin listener's address.
+func (c *Config) AdminAddr() string {
+	return net.JoinHostPort(c.Admin.Host, strconv.Itoa(c.Admin.Port))
+}
+
+// Gateway maps the configuration onto a gateway.Config. The result is a
+// starting point: callers may add middleware, services and routes.
+func (c *Config) Gateway() (gateway.Config, error) {
+	proxies, err := gateway.NewProxies(c.Server.TrustedProxies...)
+	if err != nil {
+		return gateway.Config{}, err
+	}
+	s := c.Server
+	gc := gateway.Config{
+		BodyLimit:      int64(s.BodyLimit),
+		TrustedProxies: proxies,
+		Transport: gateway.TransportSettings{
+			MaxIdleConns:        s.Transport.MaxIdleConns,
+			MaxIdleConnsPerHost: s.Transport.MaxIdleConnsPerHost,
+			MaxConnsPerHost:     s.Transport.MaxConnsPerHost,
+			IdleConnTimeout:     s.Transport.IdleConnTimeout.D(),
+			DialTimeout:         s.Transport.DialTimeout.D(),
+			ReadBufferSize:      int(s.Transport.ReadBufferSize),
+			WriteBufferSize:     int(s.Transport.WriteBufferSize),
+		},
+		Server: gateway.ServerSettings{
+			ReadHeaderTimeout: s.ReadHeaderTimeout.D(),
+			ReadTimeout:       s.ReadTimeout.D(),
+			WriteTimeout:      s.WriteTimeout.D(),
+			IdleTimeout:       s.IdleTimeout.D(),
+			MaxHeaderBytes:    int(s.MaxHeaderBytes),
+			Concurrency:       s.Concurrency,
+			ShutdownDelay:     s.ShutdownDelay.D(),
+			ShutdownTimeout:   s.ShutdownTimeout.D(),
+		},
+	}
+	var errs []error
+	for _, name := range c.ServiceNames() {
+		svc := c.Services[name]
+		gs := gateway.Service{Name: name, Timeout: svc.Timeout.D(), RetryCount: *svc.RetryCount}
+		if gs.RetryCount == 0 {
+			gs.RetryCount = -1 // YAML 0 means "no retries"
+		}
+		for _, in := range svc.Instances {
+			bi, err := balancer.NewInstance(in.URL, in.Weight)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			gs.Instances = append(gs.Instances, bi)
+		}
+		gc.Services = append(gc.Services, gs)
+	}
+	for _, r := range c.Routes {
+		gc.Routes = append(gc.Routes, gateway.Route{
+			Name: r.Name, Path: r.Path, Prefix: r.Prefix, Methods: slices.Clone(r.Methods),
+			Host: r.Host, Service: r.Service, StripPrefix: r.StripPrefix,
+			Public: r.Public, Roles: slices.Clone(r.Roles),
+		})
+	}
+	return gc, errors.Join(errs...)
+}
+
+// Marshal writes the effective configuration (every default filled in) as
+// YAML, secrets redacted.
+func (c *Config) Marshal() ([]byte, error) {
+	cp := *c
+	if cp.Auth.JWTSecret != "" {
+		cp.Auth.JWTSecret = "(redacted)"
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&cp); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func yamlErrLine(err error) int {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return 0
+	}
+	var line int
+	if _, e := fmt.Sscanf(err.Error(), "yaml: line %d:", &line); e == nil {
+		return line
+	}
+	return 0
+}
+
+func yamlErrMsg(err error) string {
+	msg := err.Error()
+	var line int
+	var rest string
+	if n, _ := fmt.Sscanf(msg, "yaml: line %d: ", &line); n == 1 {
+		if i := len(fmt.Sprintf("yaml: line %d: ", line)); i <= len(msg) {
+			rest = msg[i:]
+			return "invalid YAML: " + rest
+		}
+	}
+	return "invalid YAML: " + msg
+}

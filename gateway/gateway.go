@@ -1,0 +1,539 @@
+// Package gateway is the core of the API gateway: an [http.Handler] that
+// routes requests to named services and proxies them to one of each
+// service's instances with [httputil.ReverseProxy].
+//
+// A [Gateway] is built from plain Go values ([Config], [Service], [Route]);
+// the YAML schema of the binary lives in package gateway/config and maps
+// onto the same values, so an embedder writes in Go what an operator writes
+// in YAML. Load balancing, circuit breaking, rate limiting and
+// authentication plug in through the small interfaces of the leaf packages
+// (balancer, breaker, ratelimit, authn).
+//
+// Every gateway-made error is an RFC 9457 application/problem+json body
+// carrying the request id, and every request gets an X-Request-ID that is
+// passed to the backend and back to the client.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/pyairtable/api-gateway/balancer"
+)
+
+// Middleware wraps a handler. Chain(a, b)(h) runs a first.
+type Middleware = func(http.Handler) http.Handler
+
+// Chain composes middleware so that the first argument is outermost.
+func Chain(ms ...Middleware) Middleware {
+	return func(h http.Handler) http.Handler {
+		for i := len(ms) - 1; i >= 0; i-- {
+			h = ms[i](h)
+		}
+		return h
+	}
+}
+
+// Config describes a gateway. The zero value of every field is useful; a
+// gateway needs at least one service and one route to proxy anything.
+type Config struct {
+	// Services are the named backend pools routes point at.
+	Services []Service
+	// Routes map requests to services. Order does not matter: the most
+	// specific route wins (exact path > longer prefix > shorter prefix;
+	// a route naming the method > one for any method; a route naming the
+	// host > one for any host).
+	Routes []Route
+	// Middleware wraps every routed request, outermost first. System
+	// endpoints (/health, /ready, ...) are not wrapped.
+	Middleware []Middleware
+	// BodyLimit caps request bodies in bytes (413 beyond it). If zero,
+	// 4 MiB. Negative means no limit.
+	BodyLimit int64
+	// TrustedProxies may set X-Forwarded-For for the clients behind them.
+	TrustedProxies Proxies
+	// Transport tunes the one upstream transport shared by all services.
+	Transport TransportSettings
+	// Server holds listener settings used by Serve.
+	Server ServerSettings
+	// Logger receives operational logs. If nil, slog.Default().
+	Logger *slog.Logger
+	// Version is reported by /health/detailed.
+	Version string
+	// Now is the clock. If nil, time.Now.
+	Now func() time.Time
+}
+
+// Service is a named pool of backend instances.
+type Service struct {
+	// Name is how routes refer to the service.
+	Name string
+	// Instances are the backends. A service needs at least one.
+	Instances []*balancer.Instance
+	// Balancer picks an instance per request. If nil, round robin.
+	Balancer balancer.Balancer
+	// Timeout bounds a request from routing to the backend's response
+	// headers and body (504 beyond it). Streams (text/event-stream,
+	// protocol upgrades) are exempt once their headers arrive. If zero,
+	// 30s. Negative means no timeout.
+	Timeout time.Duration
+	// RetryCount is how many times a request that could not reach an
+	// instance (connection refused, dial failure) is re-sent to another
+	// instance. If zero, 1. Negative means never.
+	RetryCount int
+}
+
+// Route maps requests to a service. Exactly one of Path and Prefix is set.
+type Route struct {
+	// Name identifies the route in logs and metrics. If empty, it is
+	// derived from the methods, host and path or prefix.
+	Name string
+	// Path matches one path exactly (a trailing slash is ignored).
+	Path string
+	// Prefix matches a path and everything below it on segment
+	// boundaries: "/api/v1/users" matches "/api/v1/users/me" but not
+	// "/api/v1/usersX".
+	Prefix string
+	// Methods restricts the route to these methods (GET implies HEAD).
+	// Empty means any method.
+	Methods []string
+	// Host restricts the route to one Host header (port ignored).
+	Host string
+	// Service names the target service.
+	Service string
+	// StripPrefix removes Prefix from the forwarded path.
+	StripPrefix bool
+	// Public routes need no authentication.
+	Public bool
+	// Roles, when set, are required (any of) by the authorization layer.
+	Roles []string
+	// Middleware wraps this route's requests inside Config.Middleware.
+	Middleware []Middleware
+}
+
+// displayName is the route's name, or a name derived from its match.
+func (r *Route) displayName() string {
+	if r.Name != "" {
+		return r.Name
+	}
+	var b strings.Builder
+	if len(r.Methods) > 0 {
+		b.WriteString(strings.Join(r.Methods, ","))
+		b.WriteByte(' ')
+	}
+	b.WriteString(r.Host)
+	if r.Path != "" {
+		b.WriteString(r.Path)
+	} else {
+		b.WriteString(r.Prefix)
+		b.WriteString("/*")
+	}
+	return b.String()
+}
+
+// TransportSettings tunes the upstream http.Transport. Buffers are paid per
+// upstream connection, so they trade memory against syscalls.
+type TransportSettings struct {
+	// MaxIdleConns bounds idle upstream connections in total. If zero, 1000.
+	MaxIdleConns int
+	// MaxIdleConnsPerHost bounds idle connections per instance. If zero, 100.
+	MaxIdleConnsPerHost int
+	// MaxConnsPerHost bounds all connections per instance. Zero: no limit.
+	MaxConnsPerHost int
+	// IdleConnTimeout closes idle upstream connections. If zero, 90s.
+	IdleConnTimeout time.Duration
+	// DialTimeout bounds connecting to an instance. If zero, 3s.
+	DialTimeout time.Duration
+	// ReadBufferSize and WriteBufferSize size each connection's buffers.
+	// If zero, 4 KiB each.
+	ReadBufferSize, WriteBufferSize int
+	// CopyBufferSize sizes the pooled buffers that copy response bodies.
+	// If zero, 32 KiB.
+	CopyBufferSize int
+}
+
+// Gateway is an http.Handler that proxies requests to services. It is safe
+// for concurrent use; Update swaps its routing table atomically.
+type Gateway struct {
+	tbl        atomic.Pointer[table]
+	transport  *http.Transport
+	bufs       *bufferPool
+	logger     *slog.Logger
+	now        func() time.Time
+	started    time.Time
+	version    string
+	server     ServerSettings
+	generation atomic.Int64
+
+	ready    atomic.Bool
+	draining atomic.Bool
+	inflight atomic.Int64
+}
+
+// table is one immutable generation of configuration.
+type table struct {
+	router    *router
+	services  map[string]*service
+	names     []string // service names, sorted
+	bodyLimit int64
+	proxies   Proxies
+}
+
+// service is the runtime form of a Service.
+type service struct {
+	name    string
+	pool    atomic.Pointer[[]*balancer.Instance]
+	bal     balancer.Balancer
+	timeout time.Duration
+	retries int
+}
+
+// New builds a gateway from cfg. It reports every problem it finds at once.
+// The gateway starts not ready; Serve (or SetReady) makes it ready.
+func New(cfg Config) (*Gateway, error) {
+	g := &Gateway{
+		logger:  cfg.Logger,
+		now:     cfg.Now,
+		version: cfg.Version,
+		server:  cfg.Server.withDefaults(),
+	}
+	if g.logger == nil {
+		g.logger = slog.Default()
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	g.started = g.now()
+	ts := cfg.Transport.withDefaults()
+	g.transport = newTransport(ts)
+	g.bufs = newBufferPool(ts.CopyBufferSize, 1024)
+	t, err := g.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.tbl.Store(t)
+	g.generation.Store(1)
+	return g, nil
+}
+
+// Update replaces the gateway's services and routes with those of cfg,
+// atomically: requests already in flight finish on the configuration they
+// started with. Instances that remain (same URL in the same service) keep
+// their live statistics and health. Listener and transport settings are not
+// changed by Update.
+func (g *Gateway) Update(cfg Config) error {
+	t, err := g.build(cfg)
+	if err != nil {
+		return err
+	}
+	g.tbl.Store(t)
+	g.generation.Add(1)
+	return nil
+}
+
+// Generation counts successful builds: 1 after New, +1 per Update.
+func (g *Gateway) Generation() int64 { return g.generation.Load() }
+
+func (g *Gateway) build(cfg Config) (*table, error) {
+	var errs []error
+	t := &table{
+		router:    newRouter(),
+		services:  map[string]*service{},
+		bodyLimit: cfg.BodyLimit,
+		proxies:   cfg.TrustedProxies,
+	}
+	if t.bodyLimit == 0 {
+		t.bodyLimit = 4 << 20
+	}
+	var old *table
+	if o := g.tbl.Load(); o != nil {
+		old = o
+	}
+	for i := range cfg.Services {
+		s := &cfg.Services[i]
+		switch {
+		case s.Name == "":
+			errs = append(errs, fmt.Errorf("services[%d]: name is empty", i))
+			continue
+		case t.services[s.Name] != nil:
+			errs = append(errs, fmt.Errorf("service %q: defined twice", s.Name))
+			continue
+		case len(s.Instances) == 0:
+			errs = append(errs, fmt.Errorf("service %q: has no instances", s.Name))
+			continue
+		}
+		svc := &service{name: s.Name, bal: s.Balancer, timeout: s.Timeout, retries: s.RetryCount}
+		if svc.bal == nil {
+			svc.bal = &balancer.RoundRobin{}
+		}
+		if svc.timeout == 0 {
+			svc.timeout = 30 * time.Second
+		}
+		if svc.retries == 0 {
+			svc.retries = 1
+		}
+		pool := slices.Clone(s.Instances)
+		if old != nil {
+			pool = keepInstances(old.services[s.Name], pool)
+		}
+		svc.pool.Store(&pool)
+		t.services[s.Name] = svc
+		t.names = append(t.names, s.Name)
+	}
+	sort.Strings(t.names)
+	for i := range cfg.Routes {
+		r := cfg.Routes[i]
+		name := r.displayName()
+		r.Name = name
+		if (r.Path == "") == (r.Prefix == "") {
+			errs = append(errs, fmt.Errorf("route %q: exactly one of path and prefix must be set", name))
+			continue
+		}
+		if p := r.Path + r.Prefix; p[0] != '/' {
+			errs = append(errs, fmt.Errorf("route %q: %q does not start with /", name, p))
+			continue
+		} else if c, changed := cleanPath(p); changed && c != p+"/" {
+			errs = append(errs, fmt.Errorf("route %q: %q is not a clean path (did you mean %q?)", name, p, c))
+			continue
+		}
+		svc := t.services[r.Service]
+		if svc == nil {
+			errs = append(errs, fmt.Errorf("route %q: unknown service %q", name, r.Service))
+			continue
+		}
+		e := &routeEntry{route: r, svc: svc}
+		for _, m := range r.Methods {
+			m = strings.ToUpper(strings.TrimSpace(m))
+			if !validMethod(m) {
+				errs = append(errs, fmt.Errorf("route %q: invalid method %q", name, m))
+			}
+			if !slices.Contains(e.methods, m) {
+				e.methods = append(e.methods, m)
+			}
+		}
+		e.handler = g.proxyHandler(e)
+		if len(r.Middleware) > 0 {
+			e.handler = Chain(r.Middleware...)(e.handler)
+		}
+		if len(cfg.Middleware) > 0 {
+			e.handler = Chain(cfg.Middleware...)(e.handler)
+		}
+		if other := t.router.add(e); other != "" {
+			errs = append(errs, fmt.Errorf("route %q: duplicates route %q (same host, path and method)", name, other))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return t, nil
+}
+
+// keepInstances swaps in the old instance object wherever a new instance
+// has the same URL, so statistics and health survive an update.
+func keepInstances(old *service, pool []*balancer.Instance) []*balancer.Instance {
+	if old == nil {
+		return pool
+	}
+	byURL := map[string]*balancer.Instance{}
+	for _, in := range *old.pool.Load() {
+		byURL[in.URL.String()] = in
+	}
+	for i, in := range pool {
+		if o := byURL[in.URL.String()]; o != nil {
+			o.Weight = in.Weight
+			pool[i] = o
+		}
+	}
+	return pool
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// requestState is the gateway's per-request state. It is the request's
+// context (one allocation carries both), found again with stateFrom.
+type requestState struct {
+	context.Context
+	id        string
+	route     *routeEntry
+	clientIP  netip.Addr
+	start     time.Time
+	cancel    context.CancelCauseFunc
+	timer     *time.Timer
+	instance  *balancer.Instance
+	attempts  int
+	streaming bool
+	viaProxy  bool // the peer is a trusted proxy
+	rw        responseWriter
+	gw        *Gateway
+}
+
+type stateKey struct{}
+
+// Value implements context.Context.
+func (s *requestState) Value(key any) any {
+	if _, ok := key.(stateKey); ok {
+		return s
+	}
+	return s.Context.Value(key)
+}
+
+func stateFrom(ctx context.Context) *requestState {
+	if s, ok := ctx.(*requestState); ok {
+		return s
+	}
+	s, _ := ctx.Value(stateKey{}).(*requestState)
+	return s
+}
+
+// timeout fires when a service's timeout elapses.
+func (s *requestState) timeout() { s.cancel(errUpstreamTimeout) }
+
+// endStream exempts a stream from the service timeout once it has started.
+func (s *requestState) endStream() {
+	s.streaming = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+}
+
+// ClientIP returns the client address the gateway determined for the
+// request whose context is ctx (see Proxies.ClientIP).
+func ClientIP(ctx context.Context) netip.Addr {
+	if st := stateFrom(ctx); st != nil {
+		return st.clientIP
+	}
+	return netip.Addr{}
+}
+
+// RouteName returns the name of the route serving the request whose context
+// is ctx, or "".
+func RouteName(ctx context.Context) string {
+	if st := stateFrom(ctx); st != nil && st.route != nil {
+		return st.route.route.Name
+	}
+	return ""
+}
+
+// CurrentRoute returns the route serving the request whose context is ctx.
+func CurrentRoute(ctx context.Context) (Route, bool) {
+	if st := stateFrom(ctx); st != nil && st.route != nil {
+		return st.route.route, true
+	}
+	return Route{}, false
+}
+
+var headerRequestID = http.CanonicalHeaderKey("X-Request-ID")
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.serveSystem(w, r) {
+		return
+	}
+	g.inflight.Add(1)
+	defer g.inflight.Add(-1)
+	t := g.tbl.Load()
+
+	st := &requestState{Context: r.Context(), start: g.now(), gw: g}
+	if id := r.Header.Get(headerRequestID); validRequestID(id) {
+		st.id = id
+	} else {
+		st.id = newRequestID()
+	}
+	w.Header()[headerRequestID] = []string{st.id}
+	st.clientIP = t.proxies.ClientIP(r)
+	st.viaProxy = !t.proxies.Empty() && t.proxies.Contains(peerAddr(r.RemoteAddr))
+
+	p, changed := cleanPath(r.URL.Path)
+	e, kind := t.router.lookup(r.Method, r.Host, p)
+	r = r.WithContext(st)
+	switch kind {
+	case matchNone:
+		WriteProblem(w, r, ProblemNoRoute)
+		return
+	case matchMethod:
+		w.Header().Set("Allow", t.router.allowed(r.Host, p))
+		WriteProblem(w, r, ProblemMethodNotAllowed)
+		return
+	}
+	st.route = e
+	if changed {
+		// Forward exactly the path that was routed.
+		r.URL.Path, r.URL.RawPath = p, ""
+	}
+	if t.bodyLimit > 0 && r.Body != nil && r.Body != http.NoBody {
+		if r.ContentLength > t.bodyLimit {
+			pr := ProblemBodyTooLarge
+			pr.Detail = fmt.Sprintf("the request body exceeds the limit of %d bytes", t.bodyLimit)
+			w.Header().Set("Connection", "close")
+			WriteProblem(w, r, pr)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, t.bodyLimit)
+	}
+	if to := e.svc.timeout; to > 0 {
+		st.Context, st.cancel = context.WithCancelCause(st.Context)
+		st.timer = time.AfterFunc(to, st.timeout)
+		defer func() {
+			st.timer.Stop()
+			st.cancel(context.Canceled)
+		}()
+	}
+	st.rw = responseWriter{ResponseWriter: w, writeTimeout: g.server.WriteTimeout}
+	e.handler.ServeHTTP(&st.rw, r)
+}
+
+// proxyHandler is the innermost handler of a route: a ReverseProxy whose
+// transport balances over the route's service.
+func (g *Gateway) proxyHandler(e *routeEntry) http.Handler {
+	up := &upstream{svc: e.svc, base: g.transport, now: g.now}
+	strip := ""
+	if e.route.StripPrefix {
+		strip = normalizePrefix(e.route.Prefix)
+	}
+	return &httputil.ReverseProxy{
+		Rewrite:        func(pr *httputil.ProxyRequest) { rewrite(pr, strip) },
+		Transport:      up,
+		BufferPool:     g.bufs,
+		ErrorHandler:   g.proxyError,
+		ModifyResponse: modifyResponse,
+		ErrorLog:       slog.NewLogLogger(g.logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// proxyError maps an upstream failure to a problem response.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	p, ok := problemFor(r, err)
+	if !ok {
+		return // the client went away; nobody to answer
+	}
+	st := stateFrom(r.Context())
+	attrs := []any{"request_id", RequestID(r.Context()), "status", p.Status, "error", err.Error()}
+	if st != nil && st.route != nil {
+		attrs = append(attrs, "route", st.route.route.Name, "service", st.route.svc.name)
+	}
+	if st != nil && st.instance != nil {
+		attrs = append(attrs, "instance", st.instance.String())
+	}
+	g.logger.Warn("upstream error", attrs...)
+	WriteProblem(w, r, p)
+}

@@ -1,0 +1,152 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+var (
+	headerJSON   = []string{"application/json"}
+	bodyHealthOK = []byte(`{"status":"ok"}` + "\n")
+	bodyReady    = []byte(`{"status":"ready"}` + "\n")
+	bodyNotReady = []byte(`{"status":"not_ready"}` + "\n")
+	bodyDraining = []byte(`{"status":"draining"}` + "\n")
+)
+
+// System endpoints. They are answered before routing, never proxied, and
+// never rate limited or authenticated.
+const (
+	PathHealth         = "/health"
+	PathLive           = "/live"
+	PathReady          = "/ready"
+	PathHealthDetailed = "/health/detailed"
+)
+
+// serveSystem answers the gateway's own endpoints and reports whether it
+// did. It is on every request's path, so it decides with one length check
+// in the common case.
+func (g *Gateway) serveSystem(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.Path
+	if len(p) < 5 || len(p) > len(PathHealthDetailed) || (p[1] != 'h' && p[1] != 'l' && p[1] != 'r') {
+		return false
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	switch p {
+	case PathHealth, PathLive:
+		writeStatic(w, http.StatusOK, bodyHealthOK)
+	case PathReady:
+		switch {
+		case g.draining.Load():
+			writeStatic(w, http.StatusServiceUnavailable, bodyDraining)
+		case !g.ready.Load():
+			writeStatic(w, http.StatusServiceUnavailable, bodyNotReady)
+		default:
+			writeStatic(w, http.StatusOK, bodyReady)
+		}
+	case PathHealthDetailed:
+		g.serveDetailed(w)
+	default:
+		return false
+	}
+	return true
+}
+
+func writeStatic(w http.ResponseWriter, code int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = headerJSON
+	h["Cache-Control"] = headerNoStore
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+// SetReady marks the gateway ready (or not) for /ready. Serve does this
+// itself; embedders that run their own http.Server call it once listening.
+func (g *Gateway) SetReady(ready bool) { g.ready.Store(ready) }
+
+// Detailed is the document served at /health/detailed.
+type Detailed struct {
+	Status     string          `json:"status"`
+	Version    string          `json:"version,omitempty"`
+	Uptime     string          `json:"uptime"`
+	Generation int64           `json:"config_generation"`
+	InFlight   int64           `json:"in_flight"`
+	Services   []ServiceHealth `json:"services"`
+}
+
+// ServiceHealth describes one service in /health/detailed.
+type ServiceHealth struct {
+	Name      string           `json:"name"`
+	Status    string           `json:"status"` // "up", "degraded" or "down"
+	Available int              `json:"available"`
+	Total     int              `json:"total"`
+	Instances []InstanceHealth `json:"instances"`
+}
+
+// InstanceHealth describes one instance in /health/detailed.
+type InstanceHealth struct {
+	URL       string  `json:"url"`
+	State     string  `json:"state"`
+	Weight    int     `json:"weight"`
+	InFlight  int64   `json:"in_flight"`
+	Requests  uint64  `json:"requests"`
+	Failures  uint64  `json:"failures"`
+	LatencyMS float64 `json:"latency_ms"`
+	ErrorRate float64 `json:"error_rate"`
+}
+
+// Health returns the gateway's detailed health.
+func (g *Gateway) Health() Detailed {
+	t := g.tbl.Load()
+	d := Detailed{
+		Status:     "ok",
+		Version:    g.version,
+		Uptime:     g.now().Sub(g.started).Round(time.Second).String(),
+		Generation: g.generation.Load(),
+		InFlight:   g.inflight.Load(),
+	}
+	if g.draining.Load() {
+		d.Status = "draining"
+	}
+	for _, name := range t.names {
+		svc := t.services[name]
+		pool := *svc.pool.Load()
+		sh := ServiceHealth{Name: name, Total: len(pool)}
+		for _, in := range pool {
+			if in.Available() {
+				sh.Available++
+			}
+			sh.Instances = append(sh.Instances, InstanceHealth{
+				URL:       in.URL.String(),
+				State:     in.Flags().String(),
+				Weight:    in.Weight,
+				InFlight:  in.InFlight(),
+				Requests:  in.Requests(),
+				Failures:  in.Failures(),
+				LatencyMS: float64(in.Latency().Microseconds()) / 1000,
+				ErrorRate: in.ErrorRate(),
+			})
+		}
+		switch {
+		case sh.Available == sh.Total:
+			sh.Status = "up"
+		case sh.Available == 0:
+			sh.Status = "down"
+		default:
+			sh.Status = "degraded"
+		}
+		d.Services = append(d.Services, sh)
+	}
+	return d
+}
+
+func (g *Gateway) serveDetailed(w http.ResponseWriter) {
+	b, err := json.MarshalIndent(g.Health(), "", "  ")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeStatic(w, http.StatusOK, append(b, '\n'))
+}
