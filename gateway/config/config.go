@@ -246,54 +246,60 @@ func (c *Config) applyEnv(d *decoder, env func(string) (string, bool)) {
 	}
 }
 
+// applyDefaults fills in every key the file (or environment) did not set.
+// A key written explicitly keeps its value, even zero: "0s" disables a
+// timeout, and a zero port is reported as an error instead of silently
+// becoming the default.
 func (c *Config) applyDefaults() {
-	s := &c.Server
-	setS := func(p *string, v string) {
-		if *p == "" {
+	unset := func(key string) bool { _, ok := c.lines[key]; return !ok }
+	str := func(key string, p *string, v string) {
+		if unset(key) && *p == "" {
 			*p = v
 		}
 	}
-	setI := func(p *int, v int) {
-		if *p == 0 {
+	num := func(key string, p *int, v int) {
+		if unset(key) {
 			*p = v
 		}
 	}
-	setD := func(p *Duration, v time.Duration) {
-		if *p == 0 {
+	dur := func(key string, p *Duration, v time.Duration) {
+		if unset(key) {
 			*p = Duration(v)
 		}
 	}
-	setB := func(p *ByteSize, v int64) {
-		if *p == 0 {
+	size := func(key string, p *ByteSize, v int64) {
+		if unset(key) {
 			*p = ByteSize(v)
 		}
 	}
-	setS(&s.Host, "0.0.0.0")
-	setI(&s.Port, 8080)
-	setS(&s.Environment, "development")
-	setI(&s.Concurrency, 262144)
-	setD(&s.ReadHeaderTimeout, 10*time.Second)
-	setD(&s.ReadTimeout, 30*time.Second)
-	setD(&s.WriteTimeout, 30*time.Second)
-	setD(&s.IdleTimeout, 120*time.Second)
-	setD(&s.ShutdownDelay, 5*time.Second)
-	setD(&s.ShutdownTimeout, 30*time.Second)
-	setB(&s.BodyLimit, 4<<20)
-	setB(&s.MaxHeaderBytes, 1<<20)
+	s := &c.Server
+	str("server.host", &s.Host, "0.0.0.0")
+	num("server.port", &s.Port, 8080)
+	str("server.environment", &s.Environment, "development")
+	num("server.concurrency", &s.Concurrency, 262144)
+	dur("server.read_header_timeout", &s.ReadHeaderTimeout, 10*time.Second)
+	dur("server.read_timeout", &s.ReadTimeout, 30*time.Second)
+	dur("server.write_timeout", &s.WriteTimeout, 30*time.Second)
+	dur("server.idle_timeout", &s.IdleTimeout, 120*time.Second)
+	dur("server.shutdown_delay", &s.ShutdownDelay, 5*time.Second)
+	dur("server.shutdown_timeout", &s.ShutdownTimeout, 30*time.Second)
+	size("server.body_limit", &s.BodyLimit, 4<<20)
+	size("server.max_header_bytes", &s.MaxHeaderBytes, 1<<20)
 	t := &s.Transport
-	setI(&t.MaxIdleConns, 1000)
-	setI(&t.MaxIdleConnsPerHost, 100)
-	setD(&t.IdleConnTimeout, 90*time.Second)
-	setD(&t.DialTimeout, 3*time.Second)
-	setB(&t.ReadBufferSize, 4<<10)
-	setB(&t.WriteBufferSize, 4<<10)
-	setS(&c.Admin.Host, "127.0.0.1")
-	setI(&c.Admin.Port, 9090)
-	setS(&c.Log.Level, "info")
-	setS(&c.Log.Format, "json")
-	setD(&c.Auth.JWTExpiry, 24*time.Hour)
+	num("server.transport.max_idle_conns", &t.MaxIdleConns, 1000)
+	num("server.transport.max_idle_conns_per_host", &t.MaxIdleConnsPerHost, 100)
+	dur("server.transport.idle_conn_timeout", &t.IdleConnTimeout, 90*time.Second)
+	dur("server.transport.dial_timeout", &t.DialTimeout, 3*time.Second)
+	size("server.transport.read_buffer_size", &t.ReadBufferSize, 4<<10)
+	size("server.transport.write_buffer_size", &t.WriteBufferSize, 4<<10)
+	str("admin.host", &c.Admin.Host, "127.0.0.1")
+	num("admin.port", &c.Admin.Port, 9090)
+	str("log.level", &c.Log.Level, "info")
+	str("log.format", &c.Log.Format, "json")
+	dur("auth.jwt_expiry", &c.Auth.JWTExpiry, 24*time.Hour)
 	for name, svc := range c.Services {
-		setD(&svc.Timeout, 30*time.Second)
+		key := "services." + name
+		dur(key+".timeout", &svc.Timeout, 30*time.Second)
 		if svc.RetryCount == nil {
 			one := 1
 			svc.RetryCount = &one
@@ -303,7 +309,9 @@ func (c *Config) applyDefaults() {
 			svc.URL = ""
 		}
 		for i := range svc.Instances {
-			setI(&svc.Instances[i].Weight, 1)
+			if svc.Instances[i].Weight == 0 {
+				svc.Instances[i].Weight = 1
+			}
 		}
 		c.Services[name] = svc
 	}
@@ -339,6 +347,13 @@ func (c *Config) Gateway() (gateway.Config, error) {
 		return gateway.Config{}, err
 	}
 	s := c.Server
+	// After defaults, a zero duration was written as "0s": it disables.
+	off := func(d Duration) time.Duration {
+		if d == 0 {
+			return -1
+		}
+		return d.D()
+	}
 	gc := gateway.Config{
 		BodyLimit:      int64(s.BodyLimit),
 		TrustedProxies: proxies,
@@ -352,20 +367,20 @@ func (c *Config) Gateway() (gateway.Config, error) {
 			WriteBufferSize:     int(s.Transport.WriteBufferSize),
 		},
 		Server: gateway.ServerSettings{
-			ReadHeaderTimeout: s.ReadHeaderTimeout.D(),
-			ReadTimeout:       s.ReadTimeout.D(),
-			WriteTimeout:      s.WriteTimeout.D(),
-			IdleTimeout:       s.IdleTimeout.D(),
+			ReadHeaderTimeout: off(s.ReadHeaderTimeout),
+			ReadTimeout:       off(s.ReadTimeout),
+			WriteTimeout:      off(s.WriteTimeout),
+			IdleTimeout:       off(s.IdleTimeout),
 			MaxHeaderBytes:    int(s.MaxHeaderBytes),
 			Concurrency:       s.Concurrency,
-			ShutdownDelay:     s.ShutdownDelay.D(),
+			ShutdownDelay:     off(s.ShutdownDelay),
 			ShutdownTimeout:   s.ShutdownTimeout.D(),
 		},
 	}
 	var errs []error
 	for _, name := range c.ServiceNames() {
 		svc := c.Services[name]
-		gs := gateway.Service{Name: name, Timeout: svc.Timeout.D(), RetryCount: *svc.RetryCount}
+		gs := gateway.Service{Name: name, Timeout: off(svc.Timeout), RetryCount: *svc.RetryCount}
 		if gs.RetryCount == 0 {
 			gs.RetryCount = -1 // YAML 0 means "no retries"
 		}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pyairtable/api-gateway/gateway/gatewaytest"
+)
+
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(context.Background(), args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestCheck(t *testing.T) {
+	code, out, errOut := runCmd(t, "check")
+	if code != 0 || !strings.Contains(out, "ok (14 services, 15 routes") {
+		t.Errorf("check (embedded) = %d, %q, %q", code, out, errOut)
+	}
+	code, _, errOut = runCmd(t, "check", "-config", "../../testdata/invalid/bad-url.yaml")
+	if code != 1 || !strings.Contains(errOut, `bad-url.yaml:3: services.auth_service.url: "htp//x" is not an absolute http(s) URL`) {
+		t.Errorf("check bad-url = %d, stderr %q", code, errOut)
+	}
+	code, out, _ = runCmd(t, "check", "-print")
+	if code != 0 || !strings.Contains(out, "read_header_timeout: 10s") || !strings.Contains(out, "max_idle_conns_per_host: 100") {
+		t.Errorf("check -print = %d, %q", code, out)
+	}
+	code, _, errOut = runCmd(t, "check", "-config", "/does/not/exist.yaml")
+	if code != 1 || !strings.Contains(errOut, "no such file") {
+		t.Errorf("check missing file = %d, %q", code, errOut)
+	}
+}
+
+func TestRoute(t *testing.T) {
+	code, out, _ := runCmd(t, "route", "GET", "/api/v1/users")
+	if code != 0 || !strings.Contains(out, "route:     users-list") || !strings.Contains(out, "roles:     admin") {
+		t.Errorf("route GET /api/v1/users = %d\n%s", code, out)
+	}
+	code, out, _ = runCmd(t, "route", "GET", "/api/v1/auth/login")
+	if code != 0 || !strings.Contains(out, "auth:      public") || !strings.Contains(out, "service:   auth_service") {
+		t.Errorf("route auth = %d\n%s", code, out)
+	}
+	code, out, _ = runCmd(t, "route", "GET", "/api/v1/public/../records/1")
+	if code != 0 || !strings.Contains(out, "forwarded: /api/v1/records/1") {
+		t.Errorf("route traversal = %d\n%s", code, out)
+	}
+	code, out, _ = runCmd(t, "route", "GET", "/nope")
+	if code != 1 || !strings.Contains(out, "404") {
+		t.Errorf("route /nope = %d\n%s", code, out)
+	}
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	if code, out, _ := runCmd(t, "version"); code != 0 || !strings.HasPrefix(out, "api-gateway ") {
+		t.Errorf("version = %d %q", code, out)
+	}
+	if code, _, errOut := runCmd(t, "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("unknown command = %d %q", code, errOut)
+	}
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestServe(t *testing.T) {
+	backend := gatewaytest.NewBackend(t, "records", nil)
+	port, admin := freePort(t), freePort(t)
+	cfg := fmt.Sprintf(`server:
+  host: 127.0.0.1
+  port: %d
+  shutdown_delay: 0s
+admin:
+  port: %d
+log:
+  level: warn
+services:
+  records:
+    url: %q
+routes:
+  - prefix: /api/v1/records
+    service: records
+`, port, admin, backend.URL)
+	file := filepath.Join(t.TempDir(), "gw.yaml")
+	os.WriteFile(file, []byte(cfg), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- run(ctx, []string{"-config", file}, io.Discard, io.Discard) }()
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	var resp *http.Response
+	var err error
+	for i := 0; i < 100; i++ {
+		if resp, err = http.Get(base + "/api/v1/records/1"); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || backend.Hits() != 1 {
+		t.Errorf("proxied status %d, backend hits %d", resp.StatusCode, backend.Hits())
+	}
+	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/health/detailed", admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("admin /health/detailed = %d", resp.StatusCode)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not stop")
+	}
+}
+
+func TestServeRefusesInvalidConfig(t *testing.T) {
+	var e bytes.Buffer
+	code := run(context.Background(), []string{"-config", "../../testdata/invalid/routes.yaml"}, io.Discard, &e)
+	if code != 1 || !strings.Contains(e.String(), "routes.yaml:10: routes[2].service") {
+		t.Errorf("serve invalid = %d, %q", code, e.String())
+	}
+}
