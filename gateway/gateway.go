@@ -24,11 +24,14 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"sync"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/pyairtable/api-gateway/balancer"
+	"github.com/pyairtable/api-gateway/balancer/health"
+	"github.com/pyairtable/api-gateway/discovery"
 )
 
 // Middleware wraps a handler. Chain(a, b)(h) runs a first.
@@ -87,10 +90,28 @@ type Service struct {
 	// protocol upgrades) are exempt once their headers arrive. If zero,
 	// 30s. Negative means no timeout.
 	Timeout time.Duration
-	// RetryCount is how many times a request that could not reach an
-	// instance (connection refused, dial failure) is re-sent to another
-	// instance. If zero, 1. Negative means never.
+	// TryTimeout bounds each attempt's wait for response headers; an
+	// attempt past it is abandoned (and retried when safe). Zero: none.
+	TryTimeout time.Duration
+	// RetryCount is how many times a request may be re-sent to another
+	// instance: always when the first could not be reached (nothing was
+	// sent), and after a timeout or a retryable status only for requests
+	// safe to repeat (GET, HEAD, OPTIONS, PUT, DELETE, or an
+	// Idempotency-Key). If zero, 1. Negative means never.
 	RetryCount int
+	// Retry tunes retries: budget, backoff, statuses, replay size.
+	Retry RetryPolicy
+	// CircuitBreaker configures the per-instance (and optional
+	// per-service) breakers; on by default.
+	CircuitBreaker BreakerPolicy
+	// HealthCheck, when its Path is set, actively checks every instance.
+	HealthCheck health.ActiveSettings
+	// Outlier configures passive ejection of failing instances; on by
+	// default.
+	Outlier OutlierPolicy
+	// Discovery, when set, supplies the instances instead of (or after)
+	// Instances; membership then changes while the gateway runs.
+	Discovery discovery.Source
 }
 
 // Route maps requests to a service. Exactly one of Path and Prefix is set.
@@ -175,6 +196,7 @@ type Gateway struct {
 	server     ServerSettings
 	generation atomic.Int64
 
+	updated  chan struct{} // signalled by Update so Run restarts background work
 	ready    atomic.Bool
 	draining atomic.Bool
 	inflight atomic.Int64
@@ -189,15 +211,6 @@ type table struct {
 	proxies   Proxies
 }
 
-// service is the runtime form of a Service.
-type service struct {
-	name    string
-	pool    atomic.Pointer[[]*balancer.Instance]
-	bal     balancer.Balancer
-	timeout time.Duration
-	retries int
-}
-
 // New builds a gateway from cfg. It reports every problem it finds at once.
 // The gateway starts not ready; Serve (or SetReady) makes it ready.
 func New(cfg Config) (*Gateway, error) {
@@ -206,6 +219,7 @@ func New(cfg Config) (*Gateway, error) {
 		now:     cfg.Now,
 		version: cfg.Version,
 		server:  cfg.Server.withDefaults(),
+		updated: make(chan struct{}, 1),
 	}
 	if g.logger == nil {
 		g.logger = slog.Default()
@@ -238,7 +252,35 @@ func (g *Gateway) Update(cfg Config) error {
 	}
 	g.tbl.Store(t)
 	g.generation.Add(1)
+	select {
+	case g.updated <- struct{}{}:
+	default:
+	}
 	return nil
+}
+
+// Run does the gateway's background work — discovery, active health
+// checks, passive-ejection timers — until ctx ends, following updates.
+// Serve calls it; embedders that mount the gateway in their own server
+// call it themselves. It returns nil when ctx ends.
+func (g *Gateway) Run(ctx context.Context) error {
+	for {
+		t := g.tbl.Load()
+		tctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for _, name := range t.names {
+			t.services[name].run(tctx, &wg)
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			wg.Wait()
+			return nil
+		case <-g.updated:
+			cancel()
+			wg.Wait()
+		}
+	}
 }
 
 // Generation counts successful builds: 1 after New, +1 per Update.
@@ -268,25 +310,19 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 		case t.services[s.Name] != nil:
 			errs = append(errs, fmt.Errorf("service %q: defined twice", s.Name))
 			continue
-		case len(s.Instances) == 0:
+		case len(s.Instances) == 0 && s.Discovery == nil:
 			errs = append(errs, fmt.Errorf("service %q: has no instances", s.Name))
 			continue
 		}
-		svc := &service{name: s.Name, bal: s.Balancer, timeout: s.Timeout, retries: s.RetryCount}
-		if svc.bal == nil {
-			svc.bal = &balancer.RoundRobin{}
-		}
-		if svc.timeout == 0 {
-			svc.timeout = 30 * time.Second
-		}
-		if svc.retries == 0 {
-			svc.retries = 1
-		}
-		pool := slices.Clone(s.Instances)
+		var oldSvc *service
 		if old != nil {
-			pool = keepInstances(old.services[s.Name], pool)
+			oldSvc = old.services[s.Name]
 		}
-		svc.pool.Store(&pool)
+		svc, err := g.newService(s, oldSvc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("service %q: %w", s.Name, err))
+			continue
+		}
 		t.services[s.Name] = svc
 		t.names = append(t.names, s.Name)
 	}
@@ -336,25 +372,6 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 		return nil, errors.Join(errs...)
 	}
 	return t, nil
-}
-
-// keepInstances swaps in the old instance object wherever a new instance
-// has the same URL, so statistics and health survive an update.
-func keepInstances(old *service, pool []*balancer.Instance) []*balancer.Instance {
-	if old == nil {
-		return pool
-	}
-	byURL := map[string]*balancer.Instance{}
-	for _, in := range *old.pool.Load() {
-		byURL[in.URL.String()] = in
-	}
-	for i, in := range pool {
-		if o := byURL[in.URL.String()]; o != nil {
-			o.Weight = in.Weight
-			pool[i] = o
-		}
-	}
-	return pool
 }
 
 func validMethod(m string) bool {

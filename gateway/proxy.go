@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,61 +142,258 @@ func modifyResponse(resp *http.Response) error {
 	return nil
 }
 
-// upstream is a service's RoundTripper: it picks an instance per attempt,
-// keeps the instance's live statistics, fails over to another instance when
-// one cannot be reached, and exempts streams from the service timeout.
+// upstream is a service's RoundTripper: per attempt it picks an instance,
+// consults the instance's breaker, keeps the live statistics, and retries
+// on another instance when that is safe and the retry budget allows.
 type upstream struct {
 	svc  *service
 	base http.RoundTripper
 	now  func() time.Time
 }
 
+// errFailureStatus reports a response whose status counts as a failure to
+// breakers and passive health checks.
+var errFailureStatus = errors.New("gateway: failure status from backend")
+
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	svc := u.svc
 	st := stateFrom(req.Context())
-	pool := *u.svc.pool.Load()
-	var tried []*balancer.Instance
-	candidates := pool
-	if req.Body != nil && u.svc.retries > 0 {
-		// The transport closes the body when it cannot connect; keep it
-		// open so the request can be re-sent to another instance.
-		req.Body = keepOpen{req.Body}
-	}
-	for attempt := 0; ; attempt++ {
-		in, err := u.svc.bal.Pick(req, candidates)
+	svc.budget.request()
+	var svcDone func(error)
+	if svc.svcBreaker != nil {
+		d, err := svc.svcBreaker.Allow()
 		if err != nil {
-			return nil, err
+			return nil, &noRetryError{err: balancer.ErrNoInstance, retryAfter: svc.svcBreaker.RetryAfter()}
 		}
+		svcDone = d
+	}
+	replayable := req.Body == nil
+	if req.Body != nil && req.Body != http.NoBody {
+		replayable = u.bufferBody(req)
+	}
+	idempotent := safeToRepeat(req)
+	m := svc.m.Load()
+	var tried []*balancer.Instance
+	var lastErr error // of the last attempt, reported when no instance is left
+	attempts := 0
+	for {
+		in, cookie, err := u.pick(req, m, tried)
+		if err != nil {
+			if lastErr != nil {
+				report(svcDone, lastErr)
+				return nil, lastErr
+			}
+			report(svcDone, context.Canceled) // no attempt: nothing to count
+			return nil, &noRetryError{err: err, retryAfter: svc.retryAfter()}
+		}
+		var done func(error)
+		if b := m.breakers[in]; b != nil {
+			d, err := b.Allow()
+			if err != nil {
+				tried = append(tried, in) // half-open and out of probe slots
+				continue
+			}
+			done = d
+		}
+		attempts++
 		req.URL.Scheme, req.URL.Host = in.URL.Scheme, in.URL.Host
 		if st != nil {
 			st.instance = in
-			st.attempts = attempt + 1
+			st.attempts = attempts
 		}
+		if attempts > 1 && req.GetBody != nil {
+			req.Body, _ = req.GetBody()
+		}
+		try, at := u.tryContext(req)
 		start := u.now()
 		in.Begin()
-		resp, err := u.base.RoundTrip(req)
+		resp, err := u.base.RoundTrip(try)
+		at.headersArrived()
 		if err != nil {
+			at.release()
 			end := u.now()
-			// A client that gave up says nothing about the instance.
-			clientGone := req.Context().Err() != nil && !errors.Is(context.Cause(req.Context()), errUpstreamTimeout)
-			in.End(end.Sub(start), !clientGone, end)
-			if attempt < u.svc.retries && unreached(err) && req.Context().Err() == nil {
-				// The request never reached the instance, so sending it
-				// elsewhere is safe whatever its method.
+			gone := clientGone(req)
+			in.End(end.Sub(start), !gone, end)
+			if gone {
+				report(done, context.Canceled)
+				report(svcDone, context.Canceled)
+				return nil, err
+			}
+			report(done, err)
+			if svc.outlier != nil {
+				svc.outlier.Observe(in, m.pool, true)
+			}
+			reached := !unreached(err)
+			if attempts <= svc.retries && (!reached || (idempotent && replayable)) && hasOther(m.pool, tried, in) &&
+				req.Context().Err() == nil && svc.budget.allow() {
 				tried = append(tried, in)
-				candidates = without(pool, tried)
-				if len(candidates) > 0 {
-					continue
+				lastErr = err
+				if reached && !u.sleep(req, attempts) {
+					report(svcDone, err)
+					return nil, err
 				}
+				continue
+			}
+			report(svcDone, err)
+			if errors.Is(context.Cause(try.Context()), errTryTimeout) {
+				return nil, errUpstreamTimeout // 504, like the service timeout
 			}
 			return nil, err
 		}
-		failed := resp.StatusCode >= 500
+		failed := svc.failStatus[min(resp.StatusCode, 599)]
+		var outcome error
+		if failed {
+			outcome = errFailureStatus
+		}
+		report(done, outcome)
+		if svc.outlier != nil {
+			svc.outlier.Observe(in, m.pool, failed)
+		}
+		if svc.retryOn[min(resp.StatusCode, 599)] && idempotent && replayable && attempts <= svc.retries &&
+			hasOther(m.pool, tried, in) && req.Context().Err() == nil && svc.budget.allow() {
+			// Discard this answer and ask another instance.
+			io.CopyN(io.Discard, resp.Body, 4<<10)
+			resp.Body.Close()
+			at.release()
+			end := u.now()
+			in.End(end.Sub(start), failed, end)
+			tried = append(tried, in)
+			if !u.sleep(req, attempts) {
+				report(svcDone, outcome)
+				return nil, req.Context().Err()
+			}
+			continue
+		}
+		report(svcDone, outcome)
 		if st != nil && isStream(resp) {
 			st.endStream()
 		}
-		resp.Body = &trackedBody{ReadCloser: resp.Body, in: in, start: start, failed: failed, now: u.now}
+		if cookie != nil {
+			resp.Header.Add("Set-Cookie", cookie.String())
+		}
+		resp.Body = &trackedBody{ReadCloser: resp.Body, in: in, start: start, failed: failed, now: u.now, release: at.release}
 		return resp, nil
 	}
+}
+
+func report(done func(error), err error) {
+	if done != nil {
+		done(err)
+	}
+}
+
+// pick chooses the next instance, skipping those already tried. When the
+// balancer finds nothing it falls back to ejected instances (panic mode).
+func (u *upstream) pick(req *http.Request, m *members, tried []*balancer.Instance) (*balancer.Instance, *http.Cookie, error) {
+	candidates := m.pool
+	if len(tried) > 0 {
+		candidates = without(m.pool, tried)
+	}
+	var in *balancer.Instance
+	var cookie *http.Cookie
+	var err error
+	if u.svc.sticky != nil {
+		in, cookie, err = u.svc.sticky.PickSticky(req, candidates)
+	} else {
+		in, err = u.svc.bal.Pick(req, candidates)
+	}
+	if err == nil {
+		return in, cookie, nil
+	}
+	if p := pickPanic(m.pool, tried); p != nil {
+		return p, nil, nil
+	}
+	return nil, nil, err
+}
+
+// errTryTimeout is the cancellation cause of an attempt that produced no
+// response headers within the service's try timeout.
+var errTryTimeout = errors.New("gateway: attempt timed out")
+
+// attempt is the per-attempt timeout: it bounds the wait for response
+// headers only, so a stream that has started is never cut by it.
+type attempt struct {
+	timer  *time.Timer
+	cancel context.CancelCauseFunc
+}
+
+func (a attempt) headersArrived() {
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+}
+
+func (a attempt) release() {
+	if a.cancel != nil {
+		a.cancel(context.Canceled)
+	}
+}
+
+func (u *upstream) tryContext(req *http.Request) (*http.Request, attempt) {
+	if u.svc.tryTimeout <= 0 {
+		return req, attempt{}
+	}
+	ctx, cancel := context.WithCancelCause(req.Context())
+	t := time.AfterFunc(u.svc.tryTimeout, func() { cancel(errTryTimeout) })
+	return req.WithContext(ctx), attempt{timer: t, cancel: cancel}
+}
+
+// sleep waits the backoff before retry n; false if the request ended.
+func (u *upstream) sleep(req *http.Request, n int) bool {
+	d := backoff(u.svc.retry, n)
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-req.Context().Done():
+		return false
+	}
+}
+
+// bufferBody reads a small body into memory so a retry can send it again.
+// It reports whether the request can be replayed after it reached a
+// backend. Larger bodies stream through (they can still be re-sent when the
+// first instance could not be reached, since nothing was read).
+func (u *upstream) bufferBody(req *http.Request) bool {
+	limit := u.svc.retry.BodyLimit
+	if u.svc.retries <= 0 || !safeToRepeat(req) || req.ContentLength < 0 || req.ContentLength > limit {
+		req.Body = keepOpen{req.Body}
+		return false
+	}
+	buf := make([]byte, req.ContentLength)
+	if _, err := io.ReadFull(req.Body, buf); err != nil {
+		// Surface the read error from the transport, as an unbuffered body would.
+		req.Body = io.NopCloser(io.MultiReader(bytes.NewReader(buf), errReader{err}))
+		return false
+	}
+	req.Body = io.NopCloser(bytes.NewReader(buf))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	return true
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// safeToRepeat reports whether sending req twice is harmless: idempotent
+// methods, or any method carrying an idempotency key.
+func safeToRepeat(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+}
+
+// clientGone reports whether the client gave up (as opposed to the
+// gateway's own timeout firing).
+func clientGone(req *http.Request) bool {
+	ctx := req.Context()
+	return ctx.Err() != nil && !errors.Is(context.Cause(ctx), errUpstreamTimeout)
 }
 
 // keepOpen is a request body whose Close is left to the ReverseProxy.
@@ -208,17 +407,21 @@ func unreached(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
+// hasOther reports whether an available instance other than cur and
+// those tried is left to retry on.
+func hasOther(pool, tried []*balancer.Instance, cur *balancer.Instance) bool {
+	for _, in := range pool {
+		if in != cur && in.Available() && !slices.Contains(tried, in) {
+			return true
+		}
+	}
+	return false
+}
+
 func without(pool, skip []*balancer.Instance) []*balancer.Instance {
 	out := make([]*balancer.Instance, 0, len(pool))
 	for _, in := range pool {
-		skipped := false
-		for _, s := range skip {
-			if s == in {
-				skipped = true
-				break
-			}
-		}
-		if !skipped {
+		if !slices.Contains(skip, in) {
 			out = append(out, in)
 		}
 	}
@@ -247,7 +450,8 @@ type trackedBody struct {
 	start  time.Time
 	failed bool
 	now    func() time.Time
-	once   sync.Once
+	release func()
+	once    sync.Once
 }
 
 func (b *trackedBody) Close() error {
@@ -255,6 +459,7 @@ func (b *trackedBody) Close() error {
 	b.once.Do(func() {
 		now := b.now()
 		b.in.End(now.Sub(b.start), b.failed, now)
+		b.release()
 	})
 	return err
 }

@@ -55,7 +55,7 @@ func (g *Gateway) Resolve(method, host, target string) Resolution {
 			}
 		}
 	}
-	for _, in := range *e.svc.pool.Load() {
+	for _, in := range e.svc.pool() {
 		res.Instances = append(res.Instances, in.URL.String())
 	}
 	return res

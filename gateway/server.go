@@ -85,6 +85,16 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	ln = LimitListener(ln, s.Concurrency)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	bgDone := make(chan struct{})
+	go func() {
+		defer close(bgDone)
+		g.Run(bgCtx)
+	}()
+	defer func() {
+		stopBg()
+		<-bgDone
+	}()
 	g.ready.Store(true)
 	select {
 	case err := <-errc:

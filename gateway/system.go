@@ -112,7 +112,7 @@ func (g *Gateway) Health() Detailed {
 	}
 	for _, name := range t.names {
 		svc := t.services[name]
-		pool := *svc.pool.Load()
+		pool := svc.pool()
 		sh := ServiceHealth{Name: name, Total: len(pool)}
 		for _, in := range pool {
 			if in.Available() {
