@@ -24,8 +24,8 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
-	"sync"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 

@@ -446,10 +446,10 @@ func isStream(resp *http.Response) bool {
 // body is done, so least-connections sees streams as busy.
 type trackedBody struct {
 	io.ReadCloser
-	in     *balancer.Instance
-	start  time.Time
-	failed bool
-	now    func() time.Time
+	in      *balancer.Instance
+	start   time.Time
+	failed  bool
+	now     func() time.Time
 	release func()
 	once    sync.Once
 }
