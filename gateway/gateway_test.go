@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +26,9 @@ import (
 // newGateway builds a gateway and serves it on a real loopback listener.
 func newGateway(t testing.TB, cfg gateway.Config) (*gateway.Gateway, string) {
 	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	g, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatalf("New() error = %v", err)

@@ -54,9 +54,10 @@ type Backend struct {
 	*httptest.Server
 	Name string
 
-	hits atomic.Int64
-	mu   sync.Mutex
-	last []*http.Request
+	hits    atomic.Int64
+	handler atomic.Pointer[http.Handler]
+	mu      sync.Mutex
+	last    []*http.Request
 }
 
 // NewBackend starts a backend serving h (EchoHandler(name) when h is nil)
@@ -67,6 +68,7 @@ func NewBackend(t testing.TB, name string, h http.Handler) *Backend {
 		h = EchoHandler(name)
 	}
 	b := &Backend{Name: name}
+	b.handler.Store(&h)
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
 		b.mu.Lock()
@@ -77,11 +79,14 @@ func NewBackend(t testing.TB, name string, h http.Handler) *Backend {
 			b.last = b.last[1:]
 		}
 		b.mu.Unlock()
-		h.ServeHTTP(w, r)
+		(*b.handler.Load()).ServeHTTP(w, r)
 	}))
 	t.Cleanup(b.Close)
 	return b
 }
+
+// SetHandler replaces the backend's behaviour while it runs.
+func (b *Backend) SetHandler(h http.Handler) { b.handler.Store(&h) }
 
 // Hits returns how many requests the backend received.
 func (b *Backend) Hits() int64 { return b.hits.Load() }
