@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pyairtable/api-gateway/discovery"
 	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/config"
 	"github.com/pyairtable/api-gateway/gateway/gatewaytest"
@@ -195,8 +196,12 @@ func newLogger(c *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func newGateway(c *config.Config, logger *slog.Logger) (*gateway.Gateway, error) {
-	gc, err := c.Gateway()
+func newGateway(c *config.Config, logger *slog.Logger, reg ...*discovery.Registry) (*gateway.Gateway, error) {
+	var opts config.Options
+	if len(reg) > 0 {
+		opts.Registry = reg[0]
+	}
+	gc, err := c.Gateway(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +224,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	logger := newLogger(c, stderr)
 	slog.SetDefault(logger)
-	g, err := newGateway(c, logger)
+	// The registry lives on the admin port and is always present: without
+	// admin.api_key it refuses every call (deny by default).
+	registry := discovery.NewRegistry(discovery.RegistrySettings{APIKey: c.Admin.APIKey})
+	g, err := newGateway(c, logger, registry)
 	if err != nil {
 		logger.Error("invalid configuration", "error", err.Error())
 		return 1
@@ -262,9 +270,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		logger.Error("admin listen", "addr", c.AdminAddr(), "error", err.Error())
 		return 1
 	}
-	admin := &http.Server{Handler: adminHandler(c, g), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: adminHandler(c, g, registry), ReadHeaderTimeout: 10 * time.Second}
 	go admin.Serve(adminLn)
 	defer admin.Close()
+	go registry.Run(ctx)
 
 	logger.Info("api-gateway started", "version", buildVersion(), "addr", ln.Addr().String(),
 		"admin", adminLn.Addr().String(), "config", c.File, "environment", c.Server.Environment,
@@ -285,8 +294,9 @@ func isLoopbackHost(h string) bool {
 }
 
 // adminHandler serves the operator endpoints on the admin port.
-func adminHandler(c *config.Config, g *gateway.Gateway) http.Handler {
+func adminHandler(c *config.Config, g *gateway.Gateway, registry *discovery.Registry) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/registry/", registry)
 	for _, p := range []string{gateway.PathHealth, gateway.PathLive, gateway.PathReady, gateway.PathHealthDetailed} {
 		mux.Handle("GET "+p, g)
 	}

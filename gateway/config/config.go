@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,7 +23,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/pyairtable/api-gateway/balancer"
+	"github.com/pyairtable/api-gateway/discovery"
 	"github.com/pyairtable/api-gateway/gateway"
 )
 
@@ -76,6 +77,9 @@ type Admin struct {
 	Host  string `yaml:"host"`
 	Port  int    `yaml:"port"`
 	Pprof bool   `yaml:"pprof"`
+	// APIKey protects the admin API (registry, reload); env ADMIN_API_KEY.
+	// Without it those endpoints refuse every call.
+	APIKey string `yaml:"api_key"`
 }
 
 // Log configures logging.
@@ -105,10 +109,17 @@ type RateLimit struct {
 
 // Service is a named pool of backends: one url, or several instances.
 type Service struct {
-	URL        string     `yaml:"url,omitempty"`
-	Instances  []Instance `yaml:"instances,omitempty"`
-	Timeout    Duration   `yaml:"timeout"`
-	RetryCount *int       `yaml:"retry_count"`
+	URL              string           `yaml:"url,omitempty"`
+	Instances        []Instance       `yaml:"instances,omitempty"`
+	Discovery        *Discovery       `yaml:"discovery,omitempty"`
+	Timeout          Duration         `yaml:"timeout"`
+	TryTimeout       Duration         `yaml:"try_timeout"`
+	RetryCount       *int             `yaml:"retry_count"`
+	Retry            Retry            `yaml:"retry"`
+	LoadBalancer     LoadBalancer     `yaml:"load_balancer"`
+	HealthCheck      HealthCheck      `yaml:"health_check"`
+	OutlierDetection OutlierDetection `yaml:"outlier_detection"`
+	CircuitBreaker   CircuitBreaker   `yaml:"circuit_breaker"`
 }
 
 // Instance is one backend of a service.
@@ -148,6 +159,7 @@ var envKeys = []struct{ env, key string }{
 	{"ENVIRONMENT", "server.environment"},
 	{"LOG_LEVEL", "log.level"},
 	{"PORT", "server.port"},
+	{"ADMIN_API_KEY", "admin.api_key"},
 }
 
 // EnvOverrides lists the environment variables that override keys, as
@@ -234,6 +246,8 @@ func (c *Config) applyEnv(d *decoder, env func(string) (string, bool)) {
 			c.Server.Environment = v
 		case "LOG_LEVEL":
 			c.Log.Level = v
+		case "ADMIN_API_KEY":
+			c.Admin.APIKey = v
 		case "PORT":
 			p, err := strconv.Atoi(v)
 			if err != nil {
@@ -339,9 +353,30 @@ func (c *Config) AdminAddr() string {
 	return net.JoinHostPort(c.Admin.Host, strconv.Itoa(c.Admin.Port))
 }
 
+// Options are run-time pieces the YAML refers to but does not create.
+type Options struct {
+	// Registry backs services with `discovery: {type: registry}`; the
+	// binary serves it on the admin port.
+	Registry *discovery.Registry
+}
+
+// clientIPKey is the consistent-hash key of ip affinity: the client
+// address the gateway determined (trusted proxies honoured).
+func clientIPKey(r *http.Request) string {
+	if a := gateway.ClientIP(r.Context()); a.IsValid() {
+		return a.String()
+	}
+	return ""
+}
+
 // Gateway maps the configuration onto a gateway.Config. The result is a
 // starting point: callers may add middleware, services and routes.
-func (c *Config) Gateway() (gateway.Config, error) {
+func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
+	var opt Options
+	if len(opts) > 0 {
+		opt = opts[0]
+	}
+
 	proxies, err := gateway.NewProxies(c.Server.TrustedProxies...)
 	if err != nil {
 		return gateway.Config{}, err
@@ -379,18 +414,10 @@ func (c *Config) Gateway() (gateway.Config, error) {
 	}
 	var errs []error
 	for _, name := range c.ServiceNames() {
-		svc := c.Services[name]
-		gs := gateway.Service{Name: name, Timeout: off(svc.Timeout), RetryCount: *svc.RetryCount}
-		if gs.RetryCount == 0 {
-			gs.RetryCount = -1 // YAML 0 means "no retries"
-		}
-		for _, in := range svc.Instances {
-			bi, err := balancer.NewInstance(in.URL, in.Weight)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			gs.Instances = append(gs.Instances, bi)
+		gs, err := c.service(name, c.Services[name], clientIPKey, opt.Registry)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("service %q: %w", name, err))
+			continue
 		}
 		gc.Services = append(gc.Services, gs)
 	}
@@ -410,6 +437,9 @@ func (c *Config) Marshal() ([]byte, error) {
 	cp := *c
 	if cp.Auth.JWTSecret != "" {
 		cp.Auth.JWTSecret = "(redacted)"
+	}
+	if cp.Admin.APIKey != "" {
+		cp.Admin.APIKey = "(redacted)"
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

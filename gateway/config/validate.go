@@ -119,8 +119,9 @@ func (c *Config) validate(file string) []Problem {
 	for _, name := range c.ServiceNames() {
 		svc := c.Services[name]
 		key := "services." + name
-		if len(svc.Instances) == 0 {
-			v.add(key, "needs a url or at least one instance")
+		c.validateService(v, name, svc)
+		if len(svc.Instances) == 0 && svc.Discovery == nil {
+			v.add(key, "needs a url, instances or discovery")
 		}
 		if svc.URL != "" && len(svc.Instances) > 0 {
 			v.add(key+".url", "set either url or instances, not both")
