@@ -86,8 +86,8 @@ func TestChaosInstanceKilledUnderLoad(t *testing.T) {
 	g, err := gateway.New(gateway.Config{
 		Services: []gateway.Service{{
 			Name: "svc", Instances: pool, Balancer: &balancer.RoundRobin{}, RetryCount: 2,
-			HealthCheck: health.ActiveSettings{Path: "/health", Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond},
-			Outlier:     gateway.OutlierPolicy{Settings: health.PassiveSettings{BaseEjection: 300 * time.Millisecond}},
+			HealthCheck:    health.ActiveSettings{Path: "/health", Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond},
+			Outlier:        gateway.OutlierPolicy{Settings: health.PassiveSettings{BaseEjection: 300 * time.Millisecond}},
 			CircuitBreaker: gateway.BreakerPolicy{Settings: breaker.Settings{OpenTimeout: 300 * time.Millisecond}},
 			Retry:          gateway.RetryPolicy{MinPerSecond: 50},
 		}},
