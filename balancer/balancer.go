@@ -1,10 +1,25 @@
 // Package balancer chooses which instance of a service receives a request.
 //
-// A [Balancer] is one small interface; the policies in this package
-// ([RoundRobin] and others) are safe for concurrent use and allocation-free
-// on the pick path. Live statistics (in-flight count, latency, error rate,
-// health flags) live on each [Instance], where the proxy updates them and
-// every policy reads them, so membership and policy changes keep them.
+// A [Balancer] is one small interface; the policies in this package are
+// safe for concurrent use and allocation-free on the pick path:
+//
+//   - [RoundRobin] and [WeightedRoundRobin] (smooth, as nginx) take turns;
+//   - [Random] picks in proportion to weight;
+//   - [LeastConnections] prefers the fewest requests in flight;
+//   - [Latency] prefers the fastest expected answer (peak-EWMA latency);
+//   - [HealthScore], the default for multi-instance services, weighs
+//     latency, load, recent errors and weight together;
+//   - [ConsistentHash] keeps a key (client IP, header) on one instance,
+//     within a load bound;
+//   - [CookieSticky] pins a client with a signed cookie, over any policy.
+//
+// [New] builds a policy from its configuration name.
+//
+// Live statistics (in-flight count, latency, error rate, health flags,
+// slow-start join time) live on each [Instance], where the proxy updates
+// them with [Instance.Begin] and [Instance.End] and every policy reads them,
+// so membership and policy changes keep them. Weighted policies ramp a newly
+// joined instance from 10% to 100% of its weight over a slow-start period.
 //
 // Policies never return an instance that is not [Instance.Available].
 package balancer
@@ -26,6 +41,14 @@ type Balancer interface {
 	// ErrNoInstance when no instance is available. r may be nil for
 	// policies that do not look at the request.
 	Pick(r *http.Request, pool []*Instance) (*Instance, error)
+}
+
+// Sticky is implemented by balancers that pin a client to an instance and
+// must tell the client which one, such as [CookieSticky]. The gateway finds
+// it by type assertion, as http.Flusher is found, calls PickSticky instead
+// of Pick and, when setCookie is not nil, adds it to the response.
+type Sticky interface {
+	PickSticky(r *http.Request, pool []*Instance) (inst *Instance, setCookie *http.Cookie, err error)
 }
 
 // RoundRobin hands requests to available instances in turn.
