@@ -91,7 +91,7 @@ func TestChaosInstanceKilledUnderLoad(t *testing.T) {
 			CircuitBreaker: gateway.BreakerPolicy{Settings: breaker.Settings{OpenTimeout: 300 * time.Millisecond}},
 			Retry:          gateway.RetryPolicy{MinPerSecond: 50},
 		}},
-		Routes: []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes: []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 		Server: gateway.ServerSettings{ShutdownDelay: -1},
 		Logger: quietLogger(),
 	})
@@ -193,7 +193,7 @@ func TestFileDiscoveryChangesMembership(t *testing.T) {
 	write(a.url())
 	g, err := gateway.New(gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Discovery: &discovery.File{Path: file, Interval: 20 * time.Millisecond}}},
-		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 		Server:   gateway.ServerSettings{ShutdownDelay: -1},
 		Logger:   quietLogger(),
 	})

@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pyairtable/api-gateway/authn"
 	"github.com/pyairtable/api-gateway/balancer"
 	"github.com/pyairtable/api-gateway/balancer/health"
 	"github.com/pyairtable/api-gateway/discovery"
@@ -65,6 +66,14 @@ type Config struct {
 	BodyLimit int64
 	// TrustedProxies may set X-Forwarded-For for the clients behind them.
 	TrustedProxies Proxies
+	// Auth authenticates requests on routes that are not Public. If nil,
+	// such routes answer 401 to everyone: deny by default.
+	Auth authn.Authenticator
+	// CORS configures cross-origin calls from browsers; off when no
+	// origin is allowed.
+	CORS CORSSettings
+	// SecurityHeaders are set on every response.
+	SecurityHeaders SecurityHeaders
 	// Transport tunes the one upstream transport shared by all services.
 	Transport TransportSettings
 	// Server holds listener settings used by Serve.
@@ -136,8 +145,14 @@ type Route struct {
 	StripPrefix bool
 	// Public routes need no authentication.
 	Public bool
-	// Roles, when set, are required (any of) by the authorization layer.
+	// Roles, when set, are required (any of).
 	Roles []string
+	// Permissions, when set, are required (all of).
+	Permissions []string
+	// TenantSegment, when positive, is the 1-based index of the path
+	// segment naming the tenant ("/api/v1/tenants/{t}/..." is 4); a
+	// principal of another tenant is refused with 403.
+	TenantSegment int
 	// Middleware wraps this route's requests inside Config.Middleware.
 	Middleware []Middleware
 }
@@ -196,6 +211,9 @@ type Gateway struct {
 	server     ServerSettings
 	generation atomic.Int64
 
+	// onAuthFailure is told the reason of every refused credential.
+	onAuthFailure func(reason string)
+
 	updated  chan struct{} // signalled by Update so Run restarts background work
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -209,6 +227,8 @@ type table struct {
 	names     []string // service names, sorted
 	bodyLimit int64
 	proxies   Proxies
+	auth      authn.Authenticator
+	edge      *edge
 }
 
 // New builds a gateway from cfg. It reports every problem it finds at once.
@@ -288,6 +308,7 @@ func (g *Gateway) Generation() int64 { return g.generation.Load() }
 
 func (g *Gateway) build(cfg Config) (*table, error) {
 	var errs []error
+	var unauthenticated []string
 	t := &table{
 		router:    newRouter(),
 		services:  map[string]*service{},
@@ -296,6 +317,12 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 	}
 	if t.bodyLimit == 0 {
 		t.bodyLimit = 4 << 20
+	}
+	t.auth = cfg.Auth
+	if ed, err := compileEdge(cfg.CORS, cfg.SecurityHeaders); err != nil {
+		errs = append(errs, err)
+	} else {
+		t.edge = ed
 	}
 	var old *table
 	if o := g.tbl.Load(); o != nil {
@@ -347,7 +374,13 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 			errs = append(errs, fmt.Errorf("route %q: unknown service %q", name, r.Service))
 			continue
 		}
-		e := &routeEntry{route: r, svc: svc}
+		e := &routeEntry{route: r, svc: svc, policy: authn.Policy{Public: r.Public, Roles: r.Roles, Permissions: r.Permissions}}
+		if r.Public && (len(r.Roles) > 0 || len(r.Permissions) > 0) {
+			errs = append(errs, fmt.Errorf("route %q: a public route cannot require roles or permissions", name))
+		}
+		if !r.Public && cfg.Auth == nil {
+			unauthenticated = append(unauthenticated, name)
+		}
 		for _, m := range r.Methods {
 			m = strings.ToUpper(strings.TrimSpace(m))
 			if !validMethod(m) {
@@ -361,6 +394,7 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 		if len(r.Middleware) > 0 {
 			e.handler = Chain(r.Middleware...)(e.handler)
 		}
+		e.handler = g.authHandler(e, cfg.Auth, e.handler)
 		if len(cfg.Middleware) > 0 {
 			e.handler = Chain(cfg.Middleware...)(e.handler)
 		}
@@ -371,7 +405,22 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if len(unauthenticated) > 0 {
+		g.logger.Warn("no authenticator configured: routes that are not public will answer 401", "routes", strings.Join(unauthenticated, ", "))
+	}
 	return t, nil
+}
+
+// authHandler authenticates and authorizes a route's requests before they
+// go further.
+func (g *Gateway) authHandler(e *routeEntry, auth authn.Authenticator, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := g.authorize(e, auth, r, stateFrom(r.Context())); err != nil {
+			g.writeAuthError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func validMethod(m string) bool {
@@ -400,6 +449,9 @@ type requestState struct {
 	attempts  int
 	streaming bool
 	viaProxy  bool // the peer is a trusted proxy
+	tls       bool // the client connected with TLS (directly or via a trusted proxy)
+	principal *authn.Principal
+	edge      *edge
 	rw        responseWriter
 	gw        *Gateway
 }
@@ -463,12 +515,15 @@ var headerRequestID = http.CanonicalHeaderKey("X-Request-ID")
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := g.tbl.Load()
+	viaProxy := !t.proxies.Empty() && t.proxies.Contains(peerAddr(r.RemoteAddr))
+	tls := r.TLS != nil || (viaProxy && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"))
+	t.edge.applySecurity(w.Header(), tls)
 	if g.serveSystem(w, r) {
 		return
 	}
 	g.inflight.Add(1)
 	defer g.inflight.Add(-1)
-	t := g.tbl.Load()
 
 	st := &requestState{Context: r.Context(), start: g.now(), gw: g}
 	if id := r.Header.Get(headerRequestID); validRequestID(id) {
@@ -478,11 +533,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header()[headerRequestID] = []string{st.id}
 	st.clientIP = t.proxies.ClientIP(r)
-	st.viaProxy = !t.proxies.Empty() && t.proxies.Contains(peerAddr(r.RemoteAddr))
+	st.viaProxy, st.tls, st.edge = viaProxy, tls, t.edge
 
+	r = r.WithContext(st)
+	if t.edge.handleCORS(w, r) {
+		return // a preflight, answered here
+	}
 	p, changed := cleanPath(r.URL.Path)
 	e, kind := t.router.lookup(r.Method, r.Host, p)
-	r = r.WithContext(st)
 	switch kind {
 	case matchNone:
 		WriteProblem(w, r, ProblemNoRoute)

@@ -29,6 +29,13 @@ func newGateway(t testing.TB, cfg gateway.Config) (*gateway.Gateway, string) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Auth == nil {
+		// Proxying tests run without an authenticator; with one, every
+		// route not marked public would answer 401 (auth_test.go).
+		for i := range cfg.Routes {
+			cfg.Routes[i].Public = true
+		}
+	}
 	g, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatalf("New() error = %v", err)
@@ -192,7 +199,7 @@ func TestForwardingHeaders(t *testing.T) {
 		}
 		return gateway.Config{
 			Services:       []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}}},
-			Routes:         []gateway.Route{{Prefix: "/", Service: "svc"}},
+			Routes:         []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 			TrustedProxies: p,
 		}
 	}
@@ -241,7 +248,7 @@ func TestHopByHopHeaders(t *testing.T) {
 	b := gatewaytest.NewBackend(t, "svc", nil)
 	_, base := newGateway(t, gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}}},
-		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 	})
 	req, _ := http.NewRequest("GET", base+"/x", nil)
 	req.Header.Set("Connection", "X-Secret-Hop, X-Request-ID, X-Forwarded-For")
@@ -467,7 +474,7 @@ func TestFailoverToAnotherInstance(t *testing.T) {
 	deadIn := inst(t, deadURL(t))
 	_, base := newGateway(t, gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{deadIn, inst(t, ok.URL)}}},
-		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 	})
 	for i := 0; i < 20; i++ {
 		req, _ := http.NewRequest("POST", base+"/x", strings.NewReader("payload"))
@@ -496,7 +503,7 @@ func TestClientCancelReachesBackend(t *testing.T) {
 	}))
 	_, base := newGateway(t, gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}}},
-		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/wait", nil)
@@ -519,7 +526,7 @@ func TestSystemEndpoints(t *testing.T) {
 	b := gatewaytest.NewBackend(t, "svc", nil)
 	g, base := newGateway(t, gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}}},
-		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 		Version:  "v-test",
 	})
 	res := get(t, base+"/health")
@@ -559,7 +566,7 @@ func TestReadyStaysUpWhenBackendsDown(t *testing.T) {
 	down.SetFlag(balancer.Unhealthy, true)
 	g, base := newGateway(t, gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{down}}},
-		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 	})
 	g.SetReady(true)
 	if res := get(t, base+"/ready"); res.status != 200 {
@@ -596,7 +603,7 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 	}))
 	g, err := gateway.New(gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}}},
-		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 		Server:   gateway.ServerSettings{ShutdownDelay: 200 * time.Millisecond, ShutdownTimeout: 5 * time.Second},
 	})
 	if err != nil {
@@ -710,7 +717,7 @@ func TestGracefulShutdownWaitsForStreams(t *testing.T) {
 	}))
 	g, err := gateway.New(gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}}},
-		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 		Server:   gateway.ServerSettings{ShutdownDelay: -1, ShutdownTimeout: 5 * time.Second},
 	})
 	if err != nil {
@@ -744,7 +751,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		defer b.Close()
 		g, err := gateway.New(gateway.Config{
 			Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}}},
-			Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+			Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 			Server:   gateway.ServerSettings{ShutdownDelay: -1},
 		})
 		if err != nil {

@@ -46,6 +46,7 @@ var errUpstreamTimeout = errors.New("gateway: upstream timeout")
 var (
 	headerProblemJSON = []string{"application/problem+json"}
 	headerNoStore     = []string{"no-store"}
+	headerStrictCSP   = []string{"default-src 'none'; frame-ancestors 'none'"}
 )
 
 // WriteProblem writes p as application/problem+json with the request id of
@@ -54,6 +55,15 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 	h := w.Header()
 	h["Content-Type"] = headerProblemJSON
 	h["Cache-Control"] = headerNoStore
+	csp := headerStrictCSP
+	if r != nil {
+		if st := stateFrom(r.Context()); st != nil && st.edge != nil {
+			csp = st.edge.csp
+		}
+	}
+	if csp != nil {
+		h["Content-Security-Policy"] = csp
+	}
 	h.Del("Content-Length")
 	if p.RetryAfter > 0 {
 		secs := int64((p.RetryAfter + time.Second - 1) / time.Second)

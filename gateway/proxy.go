@@ -120,6 +120,9 @@ func rewrite(pr *httputil.ProxyRequest, strip string) {
 		}
 		h["X-Real-Ip"] = []string{st.clientIP.String()}
 		h[headerRequestID] = []string{st.id}
+		setIdentity(h, st.principal)
+	} else {
+		setIdentity(h, nil)
 	}
 	// Only WebSocket upgrades are forwarded; h2c and other protocol
 	// switches would hand the client a raw tunnel to the backend.
@@ -139,6 +142,27 @@ var (
 func modifyResponse(resp *http.Response) error {
 	h := resp.Header
 	delete(h, headerRequestID) // the gateway already set the one true id
+	delete(h, "Server")        // backends' software versions are nobody's business
+	delete(h, "X-Powered-By")
+	var st *requestState
+	if resp.Request != nil {
+		st = stateFrom(resp.Request.Context())
+	}
+	if st != nil && st.edge != nil {
+		for _, k := range st.edge.secKeys {
+			delete(h, k)
+		}
+		if st.tls && st.edge.hsts != nil {
+			delete(h, "Strict-Transport-Security")
+		}
+		if st.edge.cors {
+			for k := range h {
+				if strings.HasPrefix(k, "Access-Control-") {
+					delete(h, k)
+				}
+			}
+		}
+	}
 	return nil
 }
 

@@ -148,7 +148,7 @@ func TestRetriesLandOnAnotherInstance(t *testing.T) {
 			CircuitBreaker: gateway.BreakerPolicy{Disabled: true},
 			Retry:          gateway.RetryPolicy{MinPerSecond: 100},
 		}},
-		Routes: []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes: []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 	})
 	for i := 0; i < 20; i++ {
 		if s := getStatus(t, base+"/x"); s != 200 {
@@ -193,7 +193,7 @@ func TestPostIsNeverSentTwiceOnceDelivered(t *testing.T) {
 			CircuitBreaker: gateway.BreakerPolicy{Disabled: true},
 			Retry:          gateway.RetryPolicy{MinPerSecond: 1000},
 		}},
-		Routes: []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes: []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 	})
 	for i := 0; i < 10; i++ {
 		resp, err := http.Post(base+"/orders", "application/json", strings.NewReader(`{"n":1}`))
@@ -239,7 +239,7 @@ func TestRetryBudgetHoldsDuringOutage(t *testing.T) {
 			CircuitBreaker: gateway.BreakerPolicy{Disabled: true},
 			Retry:          gateway.RetryPolicy{Budget: 0.2, MinPerSecond: 1, BackoffBase: time.Millisecond, BackoffMax: time.Millisecond},
 		}},
-		Routes: []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes: []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 	})
 	const n = 400
 	for i := 0; i < n; i++ {
@@ -271,7 +271,7 @@ func TestPassiveEjectionOfFailingInstance(t *testing.T) {
 			RetryCount:     -1,
 			CircuitBreaker: gateway.BreakerPolicy{Disabled: true},
 		}},
-		Routes: []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Routes: []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
 	})
 	for i := 0; i < 30; i++ {
 		getStatus(t, base+"/x")

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/pyairtable/api-gateway/authn"
 	"net/http"
 	"path"
 	"slices"
@@ -14,6 +15,7 @@ type routeEntry struct {
 	methods []string // upper case; nil means any method
 	handler http.Handler
 	svc     *service
+	policy  authn.Policy
 }
 
 // allows reports whether the entry accepts method. A route that accepts GET

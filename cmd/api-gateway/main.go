@@ -11,6 +11,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pyairtable/api-gateway/authn"
 	"github.com/pyairtable/api-gateway/discovery"
 	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/config"
@@ -52,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return check(args, stdout, stderr)
 	case "route":
 		return route(args, stdout, stderr)
+	case "token":
+		return token(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "api-gateway", buildVersion())
 		return 0
@@ -70,6 +75,7 @@ func usage(w io.Writer) {
   api-gateway [-config FILE] [-demo]          serve
   api-gateway check [-config FILE] [-print]   validate a configuration (-print: effective config)
   api-gateway route [-config FILE] METHOD PATH  show the route, service and policy a request gets
+  api-gateway token -sub ID [-roles a,b] [-tenant T] [-ttl 1h]  mint a development token
   api-gateway version
 Without -config: $GATEWAY_CONFIG, else configs/config.yaml if present, else the embedded default.
 `)
@@ -186,6 +192,61 @@ func route(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// token mints an HS256 token with the configured secret, for development
+// and tests. Production configurations refuse: tokens there come from the
+// identity provider.
+func token(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "configuration file")
+	sub := fs.String("sub", "", "subject (user id), required")
+	roles := fs.String("roles", "", "comma-separated roles")
+	perms := fs.String("permissions", "", "comma-separated permissions")
+	tenant := fs.String("tenant", "", "tenant id")
+	ttl := fs.Duration("ttl", 0, "lifetime (default auth.jwt_expiry)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *sub == "" {
+		fmt.Fprintln(stderr, "api-gateway token: -sub is required")
+		return 2
+	}
+	c, ok := load(*file, stderr)
+	if !ok {
+		return 1
+	}
+	if c.Production() {
+		fmt.Fprintln(stderr, "api-gateway token: refused in production (server.environment: production)")
+		return 1
+	}
+	if c.Auth.JWTSecret == "" {
+		fmt.Fprintln(stderr, "api-gateway token: no auth.jwt_secret configured (set JWT_SECRET)")
+		return 1
+	}
+	if *ttl == 0 {
+		*ttl = c.Auth.JWTExpiry.D()
+	}
+	tok, err := authn.MintHS256([]byte(c.Auth.JWTSecret), authn.MintClaims{
+		Subject: *sub, Roles: splitList(*roles), Permissions: splitList(*perms), Tenant: *tenant, TTL: *ttl,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "api-gateway token:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok)
+	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func newLogger(c *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(c.Log.Level))
@@ -224,6 +285,23 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	logger := newLogger(c, stderr)
 	slog.SetDefault(logger)
+	var demoToken string
+	if *demo {
+		if c.Production() {
+			logger.Error("-demo is refused in production")
+			return 1
+		}
+		if c.Auth.JWTSecret == "" {
+			// A throwaway secret for this process, so the demo can show
+			// authenticated requests without any setup.
+			b := make([]byte, 32)
+			rand.Read(b)
+			c.Auth.JWTSecret = hex.EncodeToString(b)
+		}
+		demoToken, _ = authn.MintHS256([]byte(c.Auth.JWTSecret), authn.MintClaims{
+			Subject: "demo-user", Roles: []string{"admin"}, Tenant: "demo", TTL: c.Auth.JWTExpiry.D(),
+		})
+	}
 	// The registry lives on the admin port and is always present: without
 	// admin.api_key it refuses every call (deny by default).
 	registry := discovery.NewRegistry(discovery.RegistrySettings{APIKey: c.Admin.APIKey})
@@ -257,6 +335,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 		defer stopDemo()
 		logger.Info("demo backends started", "services", len(addrs))
+		fmt.Fprintf(stderr, "\ndemo: an admin token for this process (printed once, never logged):\n  export TOKEN=%s\n  curl -H \"Authorization: Bearer $TOKEN\" localhost:%d/api/v1/workspaces\n\n", demoToken, c.Server.Port)
 	}
 
 	ln, err := net.Listen("tcp", c.Addr())

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pyairtable/api-gateway/authn"
 	"github.com/pyairtable/api-gateway/gateway/gatewaytest"
 )
 
@@ -61,6 +62,28 @@ func TestRoute(t *testing.T) {
 	}
 }
 
+func TestToken(t *testing.T) {
+	t.Setenv("JWT_SECRET", "token-test-secret-0123456789abcdef012")
+	code, out, errOut := runCmd(t, "token", "-sub", "u42", "-roles", "admin,ops", "-tenant", "t1", "-ttl", "5m")
+	if code != 0 || strings.Count(strings.TrimSpace(out), ".") != 2 {
+		t.Fatalf("token = %d, %q, %q", code, out, errOut)
+	}
+	j, err := authn.NewJWT(authn.JWTSettings{Secret: []byte("token-test-secret-0123456789abcdef012")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "/", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(out))
+	p, err := j.Authenticate(req)
+	if err != nil || p.Subject != "u42" || p.Tenant != "t1" || len(p.Roles) != 2 {
+		t.Errorf("minted token: %+v, %v", p, err)
+	}
+	t.Setenv("ENVIRONMENT", "production")
+	if code, _, errOut := runCmd(t, "token", "-sub", "u42"); code != 1 || !strings.Contains(errOut, "refused in production") {
+		t.Errorf("token in production = %d, %q", code, errOut)
+	}
+}
+
 func TestVersionAndUsage(t *testing.T) {
 	if code, out, _ := runCmd(t, "version"); code != 0 || !strings.HasPrefix(out, "api-gateway ") {
 		t.Errorf("version = %d %q", code, out)
@@ -96,6 +119,7 @@ services:
 routes:
   - prefix: /api/v1/records
     service: records
+    public: true
 `, port, admin, backend.URL)
 	file := filepath.Join(t.TempDir(), "gw.yaml")
 	os.WriteFile(file, []byte(cfg), 0o600)

@@ -57,8 +57,10 @@ func newGateway(usersURL, ordersURL string) (*gateway.Gateway, error) {
 			},
 		},
 		Routes: []gateway.Route{
-			{Name: "users", Prefix: "/api/v1/users", Service: "users"},
-			{Name: "orders", Prefix: "/api/v1/orders", Methods: []string{"GET", "POST"}, Service: "orders"},
+			// Routes are authenticated unless public; with no Config.Auth set,
+			// only public routes are reachable (deny by default).
+			{Name: "users", Prefix: "/api/v1/users", Service: "users", Public: true},
+			{Name: "orders", Prefix: "/api/v1/orders", Methods: []string{"GET", "POST"}, Service: "orders", Public: true},
 		},
 		// The program's own middleware runs on every routed request.
 		Middleware: []gateway.Middleware{poweredBy},

@@ -90,13 +90,27 @@ type Log struct {
 
 // Auth configures authentication.
 type Auth struct {
-	JWTSecret string   `yaml:"jwt_secret"`
-	JWTExpiry Duration `yaml:"jwt_expiry"`
+	JWTSecret     string      `yaml:"jwt_secret"`
+	JWTExpiry     Duration    `yaml:"jwt_expiry"`
+	JWTAlgorithms []string    `yaml:"jwt_algorithms"`
+	PublicKeys    []PublicKey `yaml:"public_keys"`
+	JWKSURL       string      `yaml:"jwks_url"`
+	JWKSRefresh   Duration    `yaml:"jwks_refresh"`
+	Issuers       []Issuer    `yaml:"issuers"`
+	Audience      []string    `yaml:"audience"`
+	Leeway        Duration    `yaml:"leeway"`
+	MaxTokenBytes int         `yaml:"max_token_bytes"`
+	Claims        Claims      `yaml:"claims"`
+	CacheSize     int         `yaml:"cache_size"`
+	APIKeys       []APIKey    `yaml:"api_keys"`
+	APIKeyHeader  string      `yaml:"api_key_header"`
 }
 
 // Security groups edge protections.
 type Security struct {
 	RateLimit RateLimit `yaml:"rate_limit"`
+	CORS      CORS      `yaml:"cors"`
+	Headers   Headers   `yaml:"headers"`
 }
 
 // RateLimit configures request rate limits.
@@ -130,15 +144,17 @@ type Instance struct {
 
 // Route maps requests to a service.
 type Route struct {
-	Name        string   `yaml:"name"`
-	Path        string   `yaml:"path"`
-	Prefix      string   `yaml:"prefix"`
-	Methods     []string `yaml:"methods"`
-	Host        string   `yaml:"host"`
-	Service     string   `yaml:"service"`
-	StripPrefix bool     `yaml:"strip_prefix"`
-	Public      bool     `yaml:"public"`
-	Roles       []string `yaml:"roles"`
+	Name          string   `yaml:"name"`
+	Path          string   `yaml:"path"`
+	Prefix        string   `yaml:"prefix"`
+	Methods       []string `yaml:"methods"`
+	Host          string   `yaml:"host"`
+	Service       string   `yaml:"service"`
+	StripPrefix   bool     `yaml:"strip_prefix"`
+	Public        bool     `yaml:"public"`
+	Roles         []string `yaml:"roles"`
+	Permissions   []string `yaml:"permissions"`
+	TenantSegment int      `yaml:"tenant_segment"`
 }
 
 //go:embed default.yaml
@@ -413,6 +429,12 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 		},
 	}
 	var errs []error
+	auth, err := c.authenticator()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("auth: %w", err))
+	}
+	gc.Auth = auth
+	gc.CORS, gc.SecurityHeaders = c.edgeSettings()
 	for _, name := range c.ServiceNames() {
 		gs, err := c.service(name, c.Services[name], clientIPKey, opt.Registry)
 		if err != nil {
@@ -425,7 +447,8 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 		gc.Routes = append(gc.Routes, gateway.Route{
 			Name: r.Name, Path: r.Path, Prefix: r.Prefix, Methods: slices.Clone(r.Methods),
 			Host: r.Host, Service: r.Service, StripPrefix: r.StripPrefix,
-			Public: r.Public, Roles: slices.Clone(r.Roles),
+			Public: r.Public, Roles: slices.Clone(r.Roles), Permissions: slices.Clone(r.Permissions),
+			TenantSegment: r.TenantSegment,
 		})
 	}
 	return gc, errors.Join(errs...)

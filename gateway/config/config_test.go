@@ -148,8 +148,9 @@ func TestMarshalRedactsAndRoundTrips(t *testing.T) {
 	if strings.Contains(string(b), "do-not-print-me") {
 		t.Error("effective config prints the JWT secret")
 	}
-	// The effective config is itself a valid config.
-	if _, err := config.Parse("effective.yaml", b, nil); err != nil {
+	// The effective config is itself a valid config (secrets come from
+	// the environment again).
+	if _, err := config.Parse("effective.yaml", b, lookup(env)); err != nil {
 		t.Errorf("effective config does not load: %v", err)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
+	"github.com/pyairtable/api-gateway/authn"
 	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/config"
 	"github.com/pyairtable/api-gateway/gateway/gatewaytest"
@@ -15,7 +17,12 @@ import (
 // default configuration's 14 routes to real backends on loopback and checks
 // that the right service received the full original path.
 func TestDefaultRoutesReachTheirServices(t *testing.T) {
-	c, err := config.Parse("default.yaml", config.Default(), nil)
+	secret := "e2e-secret-0123456789abcdef0123456789"
+	c, err := config.Parse("default.yaml", config.Default(), lookup(map[string]string{"JWT_SECRET": secret}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := authn.MintHS256([]byte(secret), authn.MintClaims{Subject: "u1", Roles: []string{"admin"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +63,9 @@ func TestDefaultRoutesReachTheirServices(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for path, service := range want {
-		resp, err := http.Get(srv.URL + path + "?page=2")
+		req, _ := http.NewRequest("GET", srv.URL+path+"?page=2", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +81,9 @@ func TestDefaultRoutesReachTheirServices(t *testing.T) {
 		t.Errorf("reached %d services, want all 14", len(seen))
 	}
 	for _, path := range []string{"/api/v1/usersX", "/api/v1", "/api/v2/users", "/"} {
-		resp, err := http.Get(srv.URL + path)
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

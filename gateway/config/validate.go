@@ -90,12 +90,17 @@ func (c *Config) validate(file string) []Problem {
 	if c.Admin.Pprof && c.Production() && !isLoopback(c.Admin.Host) {
 		v.add("admin.pprof", "exposes profiling on %s; production allows it only on a loopback admin host", c.Admin.Host)
 	}
-	if c.Production() && len(c.Auth.JWTSecret) < 32 {
-		what := "is empty"
-		if c.Auth.JWTSecret != "" {
-			what = fmt.Sprintf("is %d bytes", len(c.Auth.JWTSecret))
+	c.validateAuth(v)
+	if c.Production() && c.Auth.JWTSecret != "" && len(c.Auth.JWTSecret) < 32 {
+		v.add("auth.jwt_secret", "is %d bytes; production needs at least 32 random bytes (set JWT_SECRET)", len(c.Auth.JWTSecret))
+	}
+	if c.Production() && !c.hasAuthenticator() {
+		for i, r := range c.Routes {
+			if !r.Public {
+				v.add(fmt.Sprintf("routes[%d]", i), "needs authentication but no authenticator is configured (auth.jwt_secret, public_keys, jwks_url or api_keys); production refuses to start with every such route answering 401")
+				break
+			}
 		}
-		v.add("auth.jwt_secret", "%s; production needs at least 32 random bytes (set JWT_SECRET)", what)
 	}
 	rl := c.Security.RateLimit
 	if rl.Enabled && rl.GlobalLimit <= 0 && rl.PerIPLimit <= 0 {

@@ -1,0 +1,5 @@
+//go:build race
+
+package tracecontext
+
+const raceEnabled = true
