@@ -33,6 +33,7 @@ import (
 	"github.com/pyairtable/api-gateway/balancer"
 	"github.com/pyairtable/api-gateway/balancer/health"
 	"github.com/pyairtable/api-gateway/discovery"
+	"github.com/pyairtable/api-gateway/ratelimit"
 )
 
 // Middleware wraps a handler. Chain(a, b)(h) runs a first.
@@ -74,6 +75,9 @@ type Config struct {
 	CORS CORSSettings
 	// SecurityHeaders are set on every response.
 	SecurityHeaders SecurityHeaders
+	// RateLimits apply to every routed request, in order; a request over
+	// any of them gets 429. System endpoints are never limited.
+	RateLimits []RateLimitPolicy
 	// Transport tunes the one upstream transport shared by all services.
 	Transport TransportSettings
 	// Server holds listener settings used by Serve.
@@ -149,6 +153,8 @@ type Route struct {
 	Roles []string
 	// Permissions, when set, are required (all of).
 	Permissions []string
+	// RateLimits apply to this route in addition to Config.RateLimits.
+	RateLimits []RateLimitPolicy
 	// TenantSegment, when positive, is the 1-based index of the path
 	// segment naming the tenant ("/api/v1/tenants/{t}/..." is 4); a
 	// principal of another tenant is refused with 403.
@@ -213,6 +219,8 @@ type Gateway struct {
 
 	// onAuthFailure is told the reason of every refused credential.
 	onAuthFailure func(reason string)
+	// onRateLimit is told every rate-limit decision.
+	onRateLimit func(policy string, allowed bool, err error)
 
 	updated  chan struct{} // signalled by Update so Run restarts background work
 	ready    atomic.Bool
@@ -394,7 +402,10 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 		if len(r.Middleware) > 0 {
 			e.handler = Chain(r.Middleware...)(e.handler)
 		}
+		limits := compileLimits(append(slices.Clone(cfg.RateLimits), r.RateLimits...))
+		e.handler = g.limitHandler(limits, true, e.handler)
 		e.handler = g.authHandler(e, cfg.Auth, e.handler)
+		e.handler = g.limitHandler(limits, false, e.handler)
 		if len(cfg.Middleware) > 0 {
 			e.handler = Chain(cfg.Middleware...)(e.handler)
 		}
@@ -452,8 +463,13 @@ type requestState struct {
 	tls       bool // the client connected with TLS (directly or via a trusted proxy)
 	principal *authn.Principal
 	edge      *edge
-	rw        responseWriter
-	gw        *Gateway
+
+	ipKey        string // client address as a rate-limit key, made once
+	rate         *compiledLimit
+	rateDecision ratelimit.Decision
+	rateVals     [4]string
+	rw           responseWriter
+	gw           *Gateway
 }
 
 type stateKey struct{}

@@ -34,6 +34,7 @@ import (
 	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/config"
 	"github.com/pyairtable/api-gateway/gateway/gatewaytest"
+	"github.com/pyairtable/api-gateway/ratelimit/redisstore"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -257,12 +258,12 @@ func newLogger(c *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func newGateway(c *config.Config, logger *slog.Logger, reg ...*discovery.Registry) (*gateway.Gateway, error) {
-	var opts config.Options
-	if len(reg) > 0 {
-		opts.Registry = reg[0]
+func newGateway(c *config.Config, logger *slog.Logger, opts ...config.Options) (*gateway.Gateway, error) {
+	var opt config.Options
+	if len(opts) > 0 {
+		opt = opts[0]
 	}
-	gc, err := c.Gateway(opts)
+	gc, err := c.Gateway(opt)
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +306,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	// The registry lives on the admin port and is always present: without
 	// admin.api_key it refuses every call (deny by default).
 	registry := discovery.NewRegistry(discovery.RegistrySettings{APIKey: c.Admin.APIKey})
-	g, err := newGateway(c, logger, registry)
+	opts := config.Options{Registry: registry}
+	if u := c.Security.RateLimit.RedisURL; u != "" && c.Security.RateLimit.Enabled {
+		client, err := redisstore.NewClient(u)
+		if err != nil {
+			logger.Error("redis", "error", err.Error())
+			return 1
+		}
+		defer client.Close()
+		opts.Redis = client
+		opts.OnRateLimitStoreError = func(err error) { logger.Debug("rate-limit store error", "error", err.Error()) }
+	}
+	g, err := newGateway(c, logger, opts)
 	if err != nil {
 		logger.Error("invalid configuration", "error", err.Error())
 		return 1

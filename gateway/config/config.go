@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 
 	"github.com/pyairtable/api-gateway/discovery"
@@ -115,10 +116,15 @@ type Security struct {
 
 // RateLimit configures request rate limits.
 type RateLimit struct {
-	Enabled     bool   `yaml:"enabled"`
-	GlobalLimit int    `yaml:"global_limit"`
-	PerIPLimit  int    `yaml:"per_ip_limit"`
-	RedisURL    string `yaml:"redis_url"`
+	Enabled      bool     `yaml:"enabled"`
+	GlobalLimit  int      `yaml:"global_limit"`
+	PerIPLimit   int      `yaml:"per_ip_limit"`
+	PerUserLimit int      `yaml:"per_user_limit"`
+	Window       Duration `yaml:"window"`
+	Algorithm    string   `yaml:"algorithm"`
+	Burst        int      `yaml:"burst"`
+	RedisURL     string   `yaml:"redis_url"`
+	FailureMode  string   `yaml:"failure_mode"`
 }
 
 // Service is a named pool of backends: one url, or several instances.
@@ -144,17 +150,18 @@ type Instance struct {
 
 // Route maps requests to a service.
 type Route struct {
-	Name          string   `yaml:"name"`
-	Path          string   `yaml:"path"`
-	Prefix        string   `yaml:"prefix"`
-	Methods       []string `yaml:"methods"`
-	Host          string   `yaml:"host"`
-	Service       string   `yaml:"service"`
-	StripPrefix   bool     `yaml:"strip_prefix"`
-	Public        bool     `yaml:"public"`
-	Roles         []string `yaml:"roles"`
-	Permissions   []string `yaml:"permissions"`
-	TenantSegment int      `yaml:"tenant_segment"`
+	Name          string          `yaml:"name"`
+	Path          string          `yaml:"path"`
+	Prefix        string          `yaml:"prefix"`
+	Methods       []string        `yaml:"methods"`
+	Host          string          `yaml:"host"`
+	Service       string          `yaml:"service"`
+	StripPrefix   bool            `yaml:"strip_prefix"`
+	Public        bool            `yaml:"public"`
+	Roles         []string        `yaml:"roles"`
+	Permissions   []string        `yaml:"permissions"`
+	TenantSegment int             `yaml:"tenant_segment"`
+	RateLimit     *RouteRateLimit `yaml:"rate_limit,omitempty"`
 }
 
 //go:embed default.yaml
@@ -327,6 +334,7 @@ func (c *Config) applyDefaults() {
 	str("log.level", &c.Log.Level, "info")
 	str("log.format", &c.Log.Format, "json")
 	dur("auth.jwt_expiry", &c.Auth.JWTExpiry, 24*time.Hour)
+	dur("security.rate_limit.window", &c.Security.RateLimit.Window, time.Second)
 	for name, svc := range c.Services {
 		key := "services." + name
 		dur(key+".timeout", &svc.Timeout, 30*time.Second)
@@ -374,6 +382,11 @@ type Options struct {
 	// Registry backs services with `discovery: {type: registry}`; the
 	// binary serves it on the admin port.
 	Registry *discovery.Registry
+	// Redis, when set, holds rate-limit state shared by every replica
+	// (security.rate_limit.redis_url). The caller owns and closes it.
+	Redis redis.UniversalClient
+	// OnRateLimitStoreError is told every failure of the shared store.
+	OnRateLimitStoreError func(error)
 }
 
 // clientIPKey is the consistent-hash key of ip affinity: the client
@@ -435,6 +448,11 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 	}
 	gc.Auth = auth
 	gc.CORS, gc.SecurityHeaders = c.edgeSettings()
+	global, perRoute, err := c.rateLimits(opt.Redis, opt.OnRateLimitStoreError)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	gc.RateLimits = global
 	for _, name := range c.ServiceNames() {
 		gs, err := c.service(name, c.Services[name], clientIPKey, opt.Registry)
 		if err != nil {
@@ -443,9 +461,14 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 		}
 		gc.Services = append(gc.Services, gs)
 	}
-	for _, r := range c.Routes {
+	for i, r := range c.Routes {
+		var limits []gateway.RateLimitPolicy
+		if i < len(perRoute) {
+			limits = perRoute[i]
+		}
 		gc.Routes = append(gc.Routes, gateway.Route{
-			Name: r.Name, Path: r.Path, Prefix: r.Prefix, Methods: slices.Clone(r.Methods),
+			RateLimits: limits,
+			Name:       r.Name, Path: r.Path, Prefix: r.Prefix, Methods: slices.Clone(r.Methods),
 			Host: r.Host, Service: r.Service, StripPrefix: r.StripPrefix,
 			Public: r.Public, Roles: slices.Clone(r.Roles), Permissions: slices.Clone(r.Permissions),
 			TenantSegment: r.TenantSegment,

@@ -91,6 +91,7 @@ func (c *Config) validate(file string) []Problem {
 		v.add("admin.pprof", "exposes profiling on %s; production allows it only on a loopback admin host", c.Admin.Host)
 	}
 	c.validateAuth(v)
+	c.validateRateLimits(v)
 	if c.Production() && c.Auth.JWTSecret != "" && len(c.Auth.JWTSecret) < 32 {
 		v.add("auth.jwt_secret", "is %d bytes; production needs at least 32 random bytes (set JWT_SECRET)", len(c.Auth.JWTSecret))
 	}
@@ -103,8 +104,8 @@ func (c *Config) validate(file string) []Problem {
 		}
 	}
 	rl := c.Security.RateLimit
-	if rl.Enabled && rl.GlobalLimit <= 0 && rl.PerIPLimit <= 0 {
-		v.add("security.rate_limit", "enabled but neither global_limit nor per_ip_limit is set")
+	if rl.Enabled && rl.GlobalLimit <= 0 && rl.PerIPLimit <= 0 && rl.PerUserLimit <= 0 {
+		v.add("security.rate_limit", "enabled but none of global_limit, per_ip_limit, per_user_limit is set")
 	}
 	if rl.GlobalLimit < 0 {
 		v.add("security.rate_limit.global_limit", "%d is negative", rl.GlobalLimit)
