@@ -223,6 +223,7 @@ type Gateway struct {
 	onRateLimit func(policy string, allowed bool, err error)
 
 	updated  chan struct{} // signalled by Update so Run restarts background work
+	reload   atomic.Pointer[ReloadStatus]
 	ready    atomic.Bool
 	draining atomic.Bool
 	inflight atomic.Int64

@@ -73,6 +73,7 @@ type Detailed struct {
 	Uptime     string          `json:"uptime"`
 	Generation int64           `json:"config_generation"`
 	InFlight   int64           `json:"in_flight"`
+	LastReload *ReloadStatus   `json:"last_reload,omitempty"`
 	Services   []ServiceHealth `json:"services"`
 }
 
@@ -110,6 +111,7 @@ func (g *Gateway) Health() Detailed {
 	if g.draining.Load() {
 		d.Status = "draining"
 	}
+	d.LastReload = g.reload.Load()
 	for _, name := range t.names {
 		svc := t.services[name]
 		pool := svc.pool()
@@ -150,3 +152,14 @@ func (g *Gateway) serveDetailed(w http.ResponseWriter) {
 	}
 	writeStatic(w, http.StatusOK, append(b, '\n'))
 }
+
+// ReloadStatus is the outcome of the last configuration reload.
+type ReloadStatus struct {
+	Time          time.Time `json:"time"`
+	OK            bool      `json:"ok"`
+	Error         string    `json:"error,omitempty"`
+	RestartNeeded []string  `json:"restart_needed,omitempty"`
+}
+
+// SetReloadStatus records the outcome of a reload for /health/detailed.
+func (g *Gateway) SetReloadStatus(s ReloadStatus) { g.reload.Store(&s) }

@@ -12,6 +12,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -248,10 +250,14 @@ func splitList(s string) []string {
 	return out
 }
 
+// logLevel is the level of the process's logger; reloads change it.
+var logLevel = new(slog.LevelVar)
+
 func newLogger(c *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(c.Log.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	logLevel.Set(level)
+	opts := &slog.HandlerOptions{Level: logLevel}
 	if c.Log.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
@@ -306,7 +312,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	// The registry lives on the admin port and is always present: without
 	// admin.api_key it refuses every call (deny by default).
 	registry := discovery.NewRegistry(discovery.RegistrySettings{APIKey: c.Admin.APIKey})
-	opts := config.Options{Registry: registry}
+	opts := config.Options{Registry: registry, Limiters: &config.Limiters{}}
 	if u := c.Security.RateLimit.RedisURL; u != "" && c.Security.RateLimit.Enabled {
 		client, err := redisstore.NewClient(u)
 		if err != nil {
@@ -361,7 +367,33 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		logger.Error("admin listen", "addr", c.AdminAddr(), "error", err.Error())
 		return 1
 	}
-	admin := &http.Server{Handler: adminHandler(c, g, registry), ReadHeaderTimeout: 10 * time.Second}
+	path := configPath(*file)
+	reloader := config.NewReloader(path, c, g, opts)
+	reloader.Logger = logger
+	reloader.Apply = func(next *config.Config) {
+		var level slog.Level
+		level.UnmarshalText([]byte(next.Log.Level))
+		logLevel.Set(level)
+	}
+	if path != "" {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					reloader.Reload()
+				}
+			}
+		}()
+		if c.HotReload {
+			go config.Watch(ctx, path, 0, func() { reloader.Reload() })
+		}
+	}
+	admin := &http.Server{Handler: adminHandler(c, g, registry, reloader), ReadHeaderTimeout: 10 * time.Second}
 	go admin.Serve(adminLn)
 	defer admin.Close()
 	go registry.Run(ctx)
@@ -376,6 +408,20 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
+// adminAuthorized checks the admin API key (X-Admin-Key or a bearer
+// token) in constant time. Without a configured key nothing is authorized.
+func adminAuthorized(key string, r *http.Request) bool {
+	if key == "" {
+		return false
+	}
+	got := r.Header.Get("X-Admin-Key")
+	if got == "" {
+		got, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(key))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
 func isLoopbackHost(h string) bool {
 	if h == "localhost" {
 		return true
@@ -385,9 +431,29 @@ func isLoopbackHost(h string) bool {
 }
 
 // adminHandler serves the operator endpoints on the admin port.
-func adminHandler(c *config.Config, g *gateway.Gateway, registry *discovery.Registry) http.Handler {
+func adminHandler(c *config.Config, g *gateway.Gateway, registry *discovery.Registry, reloader *config.Reloader) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/registry/", registry)
+	mux.HandleFunc("POST /admin/reload", func(w http.ResponseWriter, r *http.Request) {
+		if !adminAuthorized(c.Admin.APIKey, r) {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			gateway.WriteProblem(w, r, gateway.ProblemUnauthorized)
+			return
+		}
+		if reloader.Path == "" {
+			p := gateway.ProblemBadRequest
+			p.Detail = "the gateway runs on its embedded configuration; there is no file to reload"
+			gateway.WriteProblem(w, r, p)
+			return
+		}
+		if err := reloader.Reload(); err != nil {
+			p := gateway.Problem{Type: "invalid-config", Title: "Configuration refused", Status: http.StatusUnprocessableEntity, Detail: err.Error()}
+			gateway.WriteProblem(w, r, p)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, "{\"status\":\"reloaded\",\"generation\":%d}\n", g.Generation())
+	})
 	for _, p := range []string{gateway.PathHealth, gateway.PathLive, gateway.PathReady, gateway.PathHealthDetailed} {
 		mux.Handle("GET "+p, g)
 	}

@@ -37,6 +37,9 @@ type Config struct {
 	Security Security           `yaml:"security"`
 	Services map[string]Service `yaml:"services"`
 	Routes   []Route            `yaml:"routes"`
+	// HotReload watches the file and applies changes while running.
+	// SIGHUP and POST /admin/reload work either way.
+	HotReload bool `yaml:"hot_reload"`
 
 	// File is where the configuration was read from ("" for embedded).
 	File string `yaml:"-"`
@@ -387,6 +390,9 @@ type Options struct {
 	Redis redis.UniversalClient
 	// OnRateLimitStoreError is told every failure of the shared store.
 	OnRateLimitStoreError func(error)
+	// Limiters, when set, keeps rate limiters (and their counters) across
+	// builds; reloads pass the same one.
+	Limiters *Limiters
 }
 
 // clientIPKey is the consistent-hash key of ip affinity: the client
@@ -448,7 +454,7 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 	}
 	gc.Auth = auth
 	gc.CORS, gc.SecurityHeaders = c.edgeSettings()
-	global, perRoute, err := c.rateLimits(opt.Redis, opt.OnRateLimitStoreError)
+	global, perRoute, err := c.rateLimits(opt.Redis, opt.OnRateLimitStoreError, opt.Limiters)
 	if err != nil {
 		errs = append(errs, err)
 	}

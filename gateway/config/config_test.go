@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,3 +155,5 @@ func TestMarshalRedactsAndRoundTrips(t *testing.T) {
 		t.Errorf("effective config does not load: %v", err)
 	}
 }
+
+var quiet = slog.New(slog.DiscardHandler)

@@ -63,7 +63,14 @@ func (c *Config) validateRateLimits(v *validator) {
 
 // limiter builds one limiter: in memory, or in Redis when a client is
 // given so that every replica shares the allowance.
-func (c *Config) limiter(name, algorithm string, limit, burst int, window time.Duration, client redis.UniversalClient, onErr func(error)) (ratelimit.Limiter, error) {
+func (c *Config) limiter(cache *Limiters, name, algorithm string, limit, burst int, window time.Duration, client redis.UniversalClient, onErr func(error)) (ratelimit.Limiter, error) {
+	key := fmt.Sprintf("%s|%s|%d|%d|%s|%t|%s", name, algorithm, limit, burst, window, client != nil, c.Security.RateLimit.FailureMode)
+	return cache.get(key, func() (ratelimit.Limiter, error) {
+		return c.newLimiter(name, algorithm, limit, burst, window, client, onErr)
+	})
+}
+
+func (c *Config) newLimiter(name, algorithm string, limit, burst int, window time.Duration, client redis.UniversalClient, onErr func(error)) (ratelimit.Limiter, error) {
 	s := ratelimit.Settings{Limit: limit, Window: window, Burst: burst}
 	if client != nil {
 		rs := redisstore.Settings{Settings: s, Prefix: "gw:rl:" + algorithm + ":" + name + ":", OnError: onErr}
@@ -82,7 +89,7 @@ func (c *Config) limiter(name, algorithm string, limit, burst int, window time.D
 }
 
 // rateLimits builds the global policies and each route's own.
-func (c *Config) rateLimits(client redis.UniversalClient, onErr func(error)) (global []gateway.RateLimitPolicy, perRoute [][]gateway.RateLimitPolicy, err error) {
+func (c *Config) rateLimits(client redis.UniversalClient, onErr func(error), cache *Limiters) (global []gateway.RateLimitPolicy, perRoute [][]gateway.RateLimitPolicy, err error) {
 	rl := c.Security.RateLimit
 	perRoute = make([][]gateway.RateLimitPolicy, len(c.Routes))
 	if !rl.Enabled {
@@ -94,7 +101,7 @@ func (c *Config) rateLimits(client redis.UniversalClient, onErr func(error)) (gl
 		if limit <= 0 {
 			return nil
 		}
-		l, err := c.limiter(name, algo, limit, rl.Burst, window, client, onErr)
+		l, err := c.limiter(cache, name, algo, limit, rl.Burst, window, client, onErr)
 		if err != nil {
 			return fmt.Errorf("security.rate_limit %s: %w", name, err)
 		}
@@ -120,7 +127,7 @@ func (c *Config) rateLimits(client redis.UniversalClient, onErr func(error)) (gl
 		if w == 0 {
 			w = window
 		}
-		lim, err := c.limiter(name, cmpOr(l.Algorithm, algo), l.Limit, l.Burst, w, client, onErr)
+		lim, err := c.limiter(cache, name, cmpOr(l.Algorithm, algo), l.Limit, l.Burst, w, client, onErr)
 		if err != nil {
 			return nil, nil, fmt.Errorf("routes[%d].rate_limit: %w", i, err)
 		}
