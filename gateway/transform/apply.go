@@ -16,10 +16,10 @@ import (
 // operations leave a path that does not start with "/" (such as "*")
 // alone.
 func (t *Transform) ApplyRequest(out, in *http.Request, v Vars) {
-	rq := &t.req
-	if rq.empty() {
+	if t == nil || t.req.empty() {
 		return
 	}
+	rq := &t.req
 	e := env{in: in, v: v, t: t}
 	var pp pathPlan
 	if rq.path != nil && out.URL != nil {
@@ -62,7 +62,7 @@ func (t *Transform) ApplyRequest(out, in *http.Request, v Vars) {
 // read from in, the request as received: ${header.X} names a request
 // header. A nil h is left alone.
 func (t *Transform) ApplyResponse(h http.Header, in *http.Request, v Vars) {
-	if t.resp.empty() || h == nil {
+	if t == nil || t.resp.empty() || h == nil {
 		return
 	}
 	e := env{in: in, v: v, t: t}

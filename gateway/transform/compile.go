@@ -404,6 +404,9 @@ func (c *compiler) pattern(key, s string, kind int, caps *captures) []seg {
 		case r == "." || r == "..":
 			c.problem(key, "%q has a dot segment", s)
 			ok = false
+		case kind == kindPrefix && strings.ContainsAny(r, "{}"):
+			c.problem(key, "segment %q: placeholders and variables are only supported in match and replace", r)
+			ok = false
 		case strings.ContainsAny(r, "{}"):
 			c.problem(key, "segment %q: a placeholder must be a whole segment, {name} or {name...}", r)
 			ok = false

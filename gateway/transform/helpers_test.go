@@ -3,7 +3,6 @@ package transform
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -50,18 +49,16 @@ func mustCompile(tb testing.TB, s Spec) *Transform {
 	return t
 }
 
-// TestMain checks that the package's tests leave no goroutine behind: the
-// package starts none itself, and the test servers must all be closed.
-func TestMain(m *testing.M) {
+// checkLeaks fails t if goroutines started during the test outlive it.
+// Call it first, so its cleanup runs after the servers' cleanups.
+func checkLeaks(t *testing.T) {
+	t.Helper()
 	before := runtime.NumGoroutine()
-	code := m.Run()
-	if code == 0 {
+	t.Cleanup(func() {
 		if err := settleGoroutines(before); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
+			t.Error(err)
 		}
-	}
-	os.Exit(code)
+	})
 }
 
 func settleGoroutines(want int) error {

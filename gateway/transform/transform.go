@@ -162,7 +162,7 @@ type Problem struct {
 func (p Problem) Error() string { return "transform: " + p.Key + ": " + p.Msg }
 
 // Transform is a compiled Spec. It is immutable and safe for concurrent
-// use.
+// use. A nil *Transform is empty: it does nothing.
 type Transform struct {
 	req  requestOps
 	resp headerOps
@@ -179,7 +179,7 @@ type requestOps struct {
 
 // Empty reports whether t does nothing at all, so a caller can skip it.
 func (t *Transform) Empty() bool {
-	return t.req.empty() && t.resp.empty()
+	return t == nil || t.req.empty() && t.resp.empty()
 }
 
 func (r *requestOps) empty() bool {

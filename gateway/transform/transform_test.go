@@ -1,11 +1,16 @@
 package transform
 
 import (
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"unicode"
 )
 
 func TestRequestHeaders(t *testing.T) {
@@ -325,4 +330,83 @@ func TestEmpty(t *testing.T) {
 	if out.URL.String() != in.URL.String() || !maps.EqualFunc(out.Header, in.Header, func(a, b []string) bool { return reflect.DeepEqual(a, b) }) {
 		t.Errorf("ApplyRequest(empty) changed the request: %v %v", out.URL, out.Header)
 	}
+}
+
+func TestNilTransform(t *testing.T) {
+	var tr *Transform
+	if !tr.Empty() {
+		t.Errorf("nil Empty() = false, want true")
+	}
+	in := httptest.NewRequest("GET", "/a?b=c", nil)
+	in.Header.Set("X-A", "1")
+	tr.ApplyRequest(in, in, nil)
+	tr.ApplyResponse(http.Header{}, in, nil)
+	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	if got := tr.Middleware(nil)(h); reflect.ValueOf(got).Pointer() != reflect.ValueOf(h).Pointer() {
+		t.Errorf("nil Middleware(nil)(h) wraps h, want h itself")
+	}
+	if in.URL.String() != "/a?b=c" || in.Header.Get("X-A") != "1" {
+		t.Errorf("nil transform changed the request: %v %v", in.URL, in.Header)
+	}
+}
+
+// One Transform serves many requests at once; run with -race.
+func TestConcurrentUse(t *testing.T) {
+	tr := mustCompile(t, Spec{
+		Request: RequestSpec{
+			Headers: HeaderOps{Set: map[string]string{"X-Who": "${subject}:${header.X-N}"}},
+			Path:    PathOps{Match: "/u/{id}", Replace: "/users/{id}"},
+			Query:   QueryOps{Set: map[string]string{"n": "${header.X-N}"}},
+		},
+		Response: ResponseSpec{Headers: HeaderOps{Set: map[string]string{"X-N": "${header.X-N}"}}},
+	})
+	const workers, each = 4, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				n := strconv.Itoa(w*each + i)
+				in := httptest.NewRequest("GET", "/u/"+n, nil)
+				in.Header.Set("X-N", n)
+				out := in.Clone(in.Context())
+				tr.ApplyRequest(out, in, fixedVars{})
+				h := http.Header{}
+				tr.ApplyResponse(h, in, fixedVars{})
+				if out.URL.Path != "/users/"+n || out.URL.RawQuery != "n="+n || out.Header.Get("X-Who") != "bob:"+n || h.Get("X-N") != n {
+					errs <- fmt.Errorf("request %s: got %s?%s X-Who=%q X-N=%q", n, out.URL.Path, out.URL.RawQuery, out.Header.Get("X-Who"), h.Get("X-N"))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// Spec maps one to one onto YAML: every field has a snake_case yaml tag.
+func TestYAMLTags(t *testing.T) {
+	var walk func(typ reflect.Type)
+	walk = func(typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			var want strings.Builder
+			for j, r := range f.Name {
+				if unicode.IsUpper(r) && j > 0 {
+					want.WriteByte('_')
+				}
+				want.WriteRune(unicode.ToLower(r))
+			}
+			if got := f.Tag.Get("yaml"); got != want.String() {
+				t.Errorf("%s.%s yaml tag = %q, want %q", typ.Name(), f.Name, got, want.String())
+			}
+			if f.Type.Kind() == reflect.Struct {
+				walk(f.Type)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Spec]())
 }
