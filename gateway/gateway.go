@@ -33,6 +33,8 @@ import (
 	"github.com/pyairtable/api-gateway/balancer"
 	"github.com/pyairtable/api-gateway/balancer/health"
 	"github.com/pyairtable/api-gateway/discovery"
+	"github.com/pyairtable/api-gateway/gateway/metrics"
+	"github.com/pyairtable/api-gateway/gateway/tracecontext"
 	"github.com/pyairtable/api-gateway/ratelimit"
 )
 
@@ -78,6 +80,21 @@ type Config struct {
 	// RateLimits apply to every routed request, in order; a request over
 	// any of them gets 429. System endpoints are never limited.
 	RateLimits []RateLimitPolicy
+	// Metrics, when set, records requests, upstream attempts, breakers,
+	// health, limits and auth failures.
+	Metrics *metrics.Metrics
+	// MetricsHandler, when set, is also served at /metrics on the main
+	// port (the binary serves it on the admin port too).
+	MetricsHandler http.Handler
+	// AccessLog, when set, receives one record per request (path without
+	// query, status, duration, ids — never credentials).
+	AccessLog *slog.Logger
+	// AccessLogSample is the share of successful (< 400) requests logged;
+	// errors are always logged. If zero, 1 (all).
+	AccessLogSample float64
+	// TraceExporter, when set, receives one span per request: the hook
+	// for an OpenTelemetry exporter. It must not block.
+	TraceExporter tracecontext.Exporter
 	// Transport tunes the one upstream transport shared by all services.
 	Transport TransportSettings
 	// Server holds listener settings used by Serve.
@@ -222,6 +239,12 @@ type Gateway struct {
 	// onRateLimit is told every rate-limit decision.
 	onRateLimit func(policy string, allowed bool, err error)
 
+	metrics        *metrics.Metrics
+	metricsHandler http.Handler
+	accessLog      *slog.Logger
+	sample         float64
+	exporter       tracecontext.Exporter
+
 	updated  chan struct{} // signalled by Update so Run restarts background work
 	reload   atomic.Pointer[ReloadStatus]
 	ready    atomic.Bool
@@ -249,7 +272,17 @@ func New(cfg Config) (*Gateway, error) {
 		version: cfg.Version,
 		server:  cfg.Server.withDefaults(),
 		updated: make(chan struct{}, 1),
+
+		metrics:        cfg.Metrics,
+		metricsHandler: cfg.MetricsHandler,
+		accessLog:      cfg.AccessLog,
+		sample:         cfg.AccessLogSample,
+		exporter:       cfg.TraceExporter,
 	}
+	if g.sample <= 0 {
+		g.sample = 1
+	}
+	g.metricsHooks(cfg.Metrics)
 	if g.logger == nil {
 		g.logger = slog.Default()
 	}
@@ -469,8 +502,11 @@ type requestState struct {
 	rate         *compiledLimit
 	rateDecision ratelimit.Decision
 	rateVals     [4]string
-	rw           responseWriter
-	gw           *Gateway
+
+	trace    tracecontext.Context
+	traceVal [1]string
+	rw       responseWriter
+	gw       *Gateway
 }
 
 type stateKey struct{}
@@ -543,16 +579,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer g.inflight.Add(-1)
 
 	st := &requestState{Context: r.Context(), start: g.now(), gw: g}
+	st.rw = responseWriter{ResponseWriter: w, writeTimeout: g.server.WriteTimeout}
+	w = &st.rw
 	if id := r.Header.Get(headerRequestID); validRequestID(id) {
 		st.id = id
 	} else {
 		st.id = newRequestID()
 	}
-	w.Header()[headerRequestID] = []string{st.id}
+	h := w.Header()
+	h[headerRequestID] = []string{st.id}
+	st.startTrace(r, h)
 	st.clientIP = t.proxies.ClientIP(r)
 	st.viaProxy, st.tls, st.edge = viaProxy, tls, t.edge
-
 	r = r.WithContext(st)
+	defer g.finish(st, r)
 	if t.edge.handleCORS(w, r) {
 		return // a preflight, answered here
 	}
@@ -568,6 +608,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st.route = e
+	if g.metrics != nil {
+		g.metrics.InFlight(e.route.Name, 1)
+	}
 	if changed {
 		// Forward exactly the path that was routed.
 		r.URL.Path, r.URL.RawPath = p, ""
@@ -590,8 +633,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			st.cancel(context.Canceled)
 		}()
 	}
-	st.rw = responseWriter{ResponseWriter: w, writeTimeout: g.server.WriteTimeout}
-	e.handler.ServeHTTP(&st.rw, r)
+	e.handler.ServeHTTP(w, r)
 }
 
 // proxyHandler is the innermost handler of a route: a ReverseProxy whose

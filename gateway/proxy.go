@@ -120,6 +120,7 @@ func rewrite(pr *httputil.ProxyRequest, strip string) {
 		}
 		h["X-Real-Ip"] = []string{st.clientIP.String()}
 		h[headerRequestID] = []string{st.id}
+		st.injectTrace(h)
 		setIdentity(h, st.principal)
 	} else {
 		setIdentity(h, nil)
@@ -236,6 +237,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			at.release()
 			end := u.now()
+			svc.attemptDone(in.String(), 0, end.Sub(start))
 			gone := clientGone(req)
 			in.End(end.Sub(start), !gone, end)
 			if gone {
@@ -252,6 +254,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 				req.Context().Err() == nil && svc.budget.allow() {
 				tried = append(tried, in)
 				lastErr = err
+				svc.metrics.Retry(svc.name, retryReason(reached))
 				if reached && !u.sleep(req, attempts) {
 					report(svcDone, err)
 					return nil, err
@@ -264,6 +267,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
+		svc.attemptDone(in.String(), resp.StatusCode, u.now().Sub(start))
 		failed := svc.failStatus[min(resp.StatusCode, 599)]
 		var outcome error
 		if failed {
@@ -282,6 +286,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			end := u.now()
 			in.End(end.Sub(start), failed, end)
 			tried = append(tried, in)
+			svc.metrics.Retry(svc.name, "status")
 			if !u.sleep(req, attempts) {
 				report(svcDone, outcome)
 				return nil, req.Context().Err()
@@ -298,6 +303,13 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = &trackedBody{ReadCloser: resp.Body, in: in, start: start, failed: failed, now: u.now, release: at.release}
 		return resp, nil
 	}
+}
+
+func retryReason(reached bool) string {
+	if reached {
+		return "error"
+	}
+	return "connect"
 }
 
 func report(done func(error), err error) {

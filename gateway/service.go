@@ -13,6 +13,7 @@ import (
 	"github.com/pyairtable/api-gateway/balancer/health"
 	"github.com/pyairtable/api-gateway/breaker"
 	"github.com/pyairtable/api-gateway/discovery"
+	"github.com/pyairtable/api-gateway/gateway/metrics"
 )
 
 // BreakerPolicy configures circuit breaking for a service.
@@ -101,6 +102,7 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 		source:     s.Discovery,
 		now:        g.now,
 		logger:     g.logger,
+		metrics:    g.metrics,
 	}
 	if svc.bal == nil {
 		svc.bal = &balancer.RoundRobin{}
@@ -160,6 +162,7 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 			name := s.Name
 			ps.OnEject = func(in *balancer.Instance, d time.Duration) {
 				g.logger.Warn("instance ejected", "service", name, "instance", in.String(), "for", d.String())
+				g.metrics.Ejection(name, in.String())
 			}
 			svc.outlier = health.NewOutlier(ps)
 		}
@@ -171,6 +174,10 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 		}
 		if hs.Now == nil {
 			hs.Now = g.now
+		}
+		if hs.OnChange == nil {
+			name := s.Name
+			hs.OnChange = func(in *balancer.Instance, healthy bool) { g.metrics.InstanceHealth(name, in.String(), healthy) }
 		}
 		svc.checker = health.NewChecker(hs)
 	}
@@ -212,6 +219,7 @@ type service struct {
 	retryOn    [600]bool
 	now        func() time.Time
 	logger     loggerLike
+	metrics    *metrics.Metrics
 	mu         sync.Mutex // serialises membership changes
 }
 
@@ -288,9 +296,22 @@ func (s *service) newBreaker(in *balancer.Instance) *breaker.Circuit {
 		if s.logger != nil {
 			s.logger.Warn("circuit breaker", "service", s.name, "instance", in.String(), "from", from.String(), "to", to.String())
 		}
+		s.metrics.BreakerTransition(s.name, in.String(), from.String(), to.String())
+		s.metrics.BreakerState(s.name, in.String(), breakerGauge(to))
 	}
 	c = breaker.New(st)
 	return c
+}
+
+// breakerGauge maps a breaker state to the gauge value of the metric.
+func breakerGauge(s breaker.State) int {
+	switch s {
+	case breaker.Open:
+		return 2
+	case breaker.HalfOpen:
+		return 1
+	}
+	return 0
 }
 
 // retryAfter suggests when a service with no available instance may have

@@ -21,6 +21,7 @@ const (
 	PathLive           = "/live"
 	PathReady          = "/ready"
 	PathHealthDetailed = "/health/detailed"
+	PathMetrics        = "/metrics"
 )
 
 // serveSystem answers the gateway's own endpoints and reports whether it
@@ -28,7 +29,7 @@ const (
 // in the common case.
 func (g *Gateway) serveSystem(w http.ResponseWriter, r *http.Request) bool {
 	p := r.URL.Path
-	if len(p) < 5 || len(p) > len(PathHealthDetailed) || (p[1] != 'h' && p[1] != 'l' && p[1] != 'r') {
+	if len(p) < 5 || len(p) > len(PathHealthDetailed) || (p[1] != 'h' && p[1] != 'l' && p[1] != 'r' && p[1] != 'm') {
 		return false
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -48,6 +49,11 @@ func (g *Gateway) serveSystem(w http.ResponseWriter, r *http.Request) bool {
 		}
 	case PathHealthDetailed:
 		g.serveDetailed(w)
+	case PathMetrics:
+		if g.metricsHandler == nil {
+			return false
+		}
+		g.metricsHandler.ServeHTTP(w, r)
 	default:
 		return false
 	}

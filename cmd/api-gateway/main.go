@@ -31,11 +31,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pyairtable/api-gateway/authn"
 	"github.com/pyairtable/api-gateway/discovery"
 	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/config"
 	"github.com/pyairtable/api-gateway/gateway/gatewaytest"
+	"github.com/pyairtable/api-gateway/gateway/metrics"
 	"github.com/pyairtable/api-gateway/ratelimit/redisstore"
 )
 
@@ -313,6 +316,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	// admin.api_key it refuses every call (deny by default).
 	registry := discovery.NewRegistry(discovery.RegistrySettings{APIKey: c.Admin.APIKey})
 	opts := config.Options{Registry: registry, Limiters: &config.Limiters{}}
+	var reg *prometheus.Registry
+	if c.MetricsEnabled() {
+		reg = prometheus.NewRegistry()
+		m, err := metrics.NewWithSettings(reg, metrics.Settings{Version: buildVersion()})
+		if err != nil {
+			logger.Error("metrics", "error", err.Error())
+			return 1
+		}
+		opts.Metrics, opts.MetricsHandler = m, m.Handler(reg)
+	}
+	// Access logs go through a bounded queue: a slow log sink drops lines
+	// (counted) instead of slowing requests down.
+	accessOut := gateway.NewAsyncWriter(stderr, 0)
+	defer accessOut.Close()
+	opts.AccessLog = newLogger(c, accessOut)
 	if u := c.Security.RateLimit.RedisURL; u != "" && c.Security.RateLimit.Enabled {
 		client, err := redisstore.NewClient(u)
 		if err != nil {
@@ -321,7 +339,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 		defer client.Close()
 		opts.Redis = client
-		opts.OnRateLimitStoreError = func(err error) { logger.Debug("rate-limit store error", "error", err.Error()) }
+		m := opts.Metrics
+		opts.OnRateLimitStoreError = func(err error) {
+			m.RateLimitStoreError("redis")
+			logger.Debug("rate-limit store error", "error", err.Error())
+		}
 	}
 	g, err := newGateway(c, logger, opts)
 	if err != nil {
@@ -370,6 +392,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	path := configPath(*file)
 	reloader := config.NewReloader(path, c, g, opts)
 	reloader.Logger = logger
+	reloader.OnResult = func(err error) { opts.Metrics.ConfigReload(err == nil, time.Now()) }
 	reloader.Apply = func(next *config.Config) {
 		var level slog.Level
 		level.UnmarshalText([]byte(next.Log.Level))
@@ -434,6 +457,9 @@ func isLoopbackHost(h string) bool {
 func adminHandler(c *config.Config, g *gateway.Gateway, registry *discovery.Registry, reloader *config.Reloader) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/registry/", registry)
+	if m := reloader.Options.MetricsHandler; m != nil {
+		mux.Handle("GET /metrics", m)
+	}
 	mux.HandleFunc("POST /admin/reload", func(w http.ResponseWriter, r *http.Request) {
 		if !adminAuthorized(c.Admin.APIKey, r) {
 			w.Header().Set("WWW-Authenticate", "Bearer")

@@ -12,6 +12,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/pyairtable/api-gateway/discovery"
 	"github.com/pyairtable/api-gateway/gateway"
+	"github.com/pyairtable/api-gateway/gateway/metrics"
 )
 
 // Config is the whole configuration file. Field tags are the YAML keys.
@@ -33,6 +35,7 @@ type Config struct {
 	Server   Server             `yaml:"server"`
 	Admin    Admin              `yaml:"admin"`
 	Log      Log                `yaml:"log"`
+	Metrics  Metrics            `yaml:"metrics"`
 	Auth     Auth               `yaml:"auth"`
 	Security Security           `yaml:"security"`
 	Services map[string]Service `yaml:"services"`
@@ -90,7 +93,31 @@ type Admin struct {
 type Log struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+	// Access logs one line per request. Default true.
+	Access *bool `yaml:"access"`
+	// Sample is the share of successful requests logged (errors always
+	// are). Default 1.
+	Sample float64 `yaml:"sample"`
 }
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Enabled turns metrics on. Default true.
+	Enabled *bool `yaml:"enabled"`
+	// ExposeOnMain also serves /metrics on the main port. Default true.
+	ExposeOnMain *bool `yaml:"expose_on_main"`
+}
+
+// MetricsEnabled reports whether metrics are on.
+func (c *Config) MetricsEnabled() bool { return c.Metrics.Enabled == nil || *c.Metrics.Enabled }
+
+// MetricsOnMain reports whether /metrics is served on the main port too.
+func (c *Config) MetricsOnMain() bool {
+	return c.MetricsEnabled() && (c.Metrics.ExposeOnMain == nil || *c.Metrics.ExposeOnMain)
+}
+
+// AccessLog reports whether requests are logged.
+func (c *Config) AccessLog() bool { return c.Log.Access == nil || *c.Log.Access }
 
 // Auth configures authentication.
 type Auth struct {
@@ -393,6 +420,12 @@ type Options struct {
 	// Limiters, when set, keeps rate limiters (and their counters) across
 	// builds; reloads pass the same one.
 	Limiters *Limiters
+	// Metrics and MetricsHandler, when set, are given to the gateway
+	// (the handler on the main port only if metrics.expose_on_main).
+	Metrics        *metrics.Metrics
+	MetricsHandler http.Handler
+	// AccessLog receives request records when log.access is on.
+	AccessLog *slog.Logger
 }
 
 // clientIPKey is the consistent-hash key of ip affinity: the client
@@ -454,6 +487,14 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 	}
 	gc.Auth = auth
 	gc.CORS, gc.SecurityHeaders = c.edgeSettings()
+	gc.Metrics = opt.Metrics
+	if c.MetricsOnMain() {
+		gc.MetricsHandler = opt.MetricsHandler
+	}
+	if c.AccessLog() {
+		gc.AccessLog = opt.AccessLog
+		gc.AccessLogSample = c.Log.Sample
+	}
 	global, perRoute, err := c.rateLimits(opt.Redis, opt.OnRateLimitStoreError, opt.Limiters)
 	if err != nil {
 		errs = append(errs, err)

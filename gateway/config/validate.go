@@ -84,6 +84,9 @@ func (c *Config) validate(file string) []Problem {
 	if !slices.Contains(logLevels, c.Log.Level) {
 		v.add("log.level", "%q is not one of %s", c.Log.Level, strings.Join(logLevels, ", "))
 	}
+	if c.Log.Sample < 0 || c.Log.Sample > 1 {
+		v.add("log.sample", "%v is not between 0 and 1", c.Log.Sample)
+	}
 	if !slices.Contains(logFormats, c.Log.Format) {
 		v.add("log.format", "%q is not one of %s", c.Log.Format, strings.Join(logFormats, ", "))
 	}

@@ -141,3 +141,14 @@ func Demo(addrs map[string][]string) (stop func(), err error) {
 	}
 	return stop, nil
 }
+
+// LastEcho decodes what the backend's echo handler would have answered for
+// the last request it received (its headers, path and query).
+func (b *Backend) LastEcho(t testing.TB) Echo {
+	t.Helper()
+	r := b.Last()
+	if r == nil {
+		t.Fatal("the backend received no request")
+	}
+	return Echo{Service: b.Name, Method: r.Method, Path: r.URL.Path, RawPath: r.URL.RawPath, Query: r.URL.RawQuery, Host: r.Host, Headers: r.Header}
+}
