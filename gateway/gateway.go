@@ -312,8 +312,25 @@ func (g *Gateway) Update(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	g.tbl.Store(t)
+	old := g.tbl.Swap(t)
 	g.generation.Add(1)
+	// Drain instances that left only now, so no request routed by the new
+	// table can find them and requests of the old one can finish.
+	for _, svc := range t.services {
+		for _, in := range svc.removed {
+			in.SetFlag(balancer.Draining, true)
+		}
+		svc.removed = nil
+	}
+	if old != nil {
+		for name, svc := range old.services {
+			if t.services[name] == nil {
+				for _, in := range svc.pool() {
+					in.SetFlag(balancer.Draining, true) // the whole service left
+				}
+			}
+		}
+	}
 	select {
 	case g.updated <- struct{}{}:
 	default:
@@ -497,6 +514,7 @@ type requestState struct {
 	tls       bool // the client connected with TLS (directly or via a trusted proxy)
 	principal *authn.Principal
 	edge      *edge
+	table     *table // the configuration the request is routed by
 
 	ipKey        string // client address as a rate-limit key, made once
 	rate         *compiledLimit
@@ -590,7 +608,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h[headerRequestID] = []string{st.id}
 	st.startTrace(r, h)
 	st.clientIP = t.proxies.ClientIP(r)
-	st.viaProxy, st.tls, st.edge = viaProxy, tls, t.edge
+	st.viaProxy, st.tls, st.edge, st.table = viaProxy, tls, t.edge, t
 	r = r.WithContext(st)
 	defer g.finish(st, r)
 	if t.edge.handleCORS(w, r) {

@@ -336,7 +336,9 @@ func (u *upstream) pick(req *http.Request, m *members, tried []*balancer.Instanc
 	if err == nil {
 		return in, cookie, nil
 	}
-	if p := pickPanic(m.pool, tried); p != nil {
+	st := stateFrom(req.Context())
+	stale := m != u.svc.m.Load() || (st != nil && st.table != st.gw.tbl.Load())
+	if p := pickPanic(m.pool, tried, stale); p != nil {
 		return p, nil, nil
 	}
 	return nil, nil, err

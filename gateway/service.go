@@ -186,7 +186,7 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 		svc.m.Store(old.m.Load())
 	}
 	if len(s.Instances) > 0 || old == nil {
-		svc.setMembers(slices.Clone(s.Instances))
+		svc.removed = svc.replaceMembers(slices.Clone(s.Instances))
 	}
 	return svc, nil
 }
@@ -220,7 +220,8 @@ type service struct {
 	now        func() time.Time
 	logger     loggerLike
 	metrics    *metrics.Metrics
-	mu         sync.Mutex // serialises membership changes
+	removed    []*balancer.Instance // left in the last update; drained once it is live
+	mu         sync.Mutex           // serialises membership changes
 }
 
 // loggerLike is the slice of *slog.Logger the service uses.
@@ -236,6 +237,14 @@ func (s *service) pool() []*balancer.Instance { return s.m.Load().pool }
 // start their slow start; removed ones are drained: flagged so they get no
 // new requests while in-flight ones finish.
 func (s *service) setMembers(pool []*balancer.Instance) {
+	for _, gone := range s.replaceMembers(pool) {
+		gone.SetFlag(balancer.Draining, true)
+	}
+}
+
+// replaceMembers installs pool and returns the instances that left, for
+// the caller to drain once the change is visible to every new request.
+func (s *service) replaceMembers(pool []*balancer.Instance) (removed []*balancer.Instance) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.m.Load()
@@ -266,13 +275,14 @@ func (s *service) setMembers(pool []*balancer.Instance) {
 			next.breakers[in] = s.newBreaker(in)
 		}
 	}
-	for _, gone := range byURL {
-		gone.SetFlag(balancer.Draining, true)
-	}
 	s.m.Store(next)
-	if len(byURL) > 0 && s.logger != nil {
-		s.logger.Info("instances removed; draining", "service", s.name, "removed", len(byURL), "instances", len(next.pool))
+	for _, gone := range byURL {
+		removed = append(removed, gone)
 	}
+	if len(removed) > 0 && s.logger != nil {
+		s.logger.Info("instances removed; draining", "service", s.name, "removed", len(removed), "instances", len(next.pool))
+	}
+	return removed
 }
 
 // newBreaker makes the breaker of one instance: while it is open the
@@ -444,11 +454,18 @@ func backoff(p RetryPolicy, n int) time.Duration {
 
 // pickPanic chooses, when the balancer found nothing, among instances that
 // are out only because passive detection ejected them: with most of the
-// pool ejected, spreading load beats black-holing the service.
-func pickPanic(pool []*balancer.Instance, skip []*balancer.Instance) *balancer.Instance {
+// pool ejected, spreading load beats black-holing the service. A request
+// routed by a configuration that has since been replaced may also use
+// instances that are draining: it is in flight on the old configuration,
+// and those instances are still serving it.
+func pickPanic(pool []*balancer.Instance, skip []*balancer.Instance, stale bool) *balancer.Instance {
+	allowed := balancer.Ejected
+	if stale {
+		allowed |= balancer.Draining
+	}
 	var best *balancer.Instance
 	for _, in := range pool {
-		if in.Flags() != balancer.Ejected || slices.Contains(skip, in) {
+		if f := in.Flags(); f == 0 || f&^allowed != 0 || slices.Contains(skip, in) {
 			continue
 		}
 		if best == nil || in.InFlight() < best.InFlight() {
