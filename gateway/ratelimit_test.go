@@ -11,7 +11,7 @@ import (
 	"github.com/pyairtable/api-gateway/balancer"
 	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/gatewaytest"
-	"github.com/pyairtable/api-gateway/internal/redistest"
+	"github.com/pyairtable/api-gateway/gateway/gatewaytest/redistest"
 	"github.com/pyairtable/api-gateway/ratelimit"
 	"github.com/pyairtable/api-gateway/ratelimit/redisstore"
 )

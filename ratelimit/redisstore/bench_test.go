@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pyairtable/api-gateway/internal/redistest"
+	"github.com/pyairtable/api-gateway/gateway/gatewaytest/redistest"
 	"github.com/pyairtable/api-gateway/ratelimit"
 	"github.com/pyairtable/api-gateway/ratelimit/redisstore"
 )

@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/pyairtable/api-gateway/internal/redistest"
+	"github.com/pyairtable/api-gateway/gateway/gatewaytest/redistest"
 	"github.com/pyairtable/api-gateway/ratelimit"
 	"github.com/pyairtable/api-gateway/ratelimit/internal/conformance"
 	"github.com/pyairtable/api-gateway/ratelimit/redisstore"

@@ -3,7 +3,7 @@ package redistest_test
 import (
 	"testing"
 
-	"github.com/pyairtable/api-gateway/internal/redistest"
+	"github.com/pyairtable/api-gateway/gateway/gatewaytest/redistest"
 )
 
 // A test starts its own server, points a client at URL, and may stop and

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pyairtable/api-gateway/internal/redistest"
+	"github.com/pyairtable/api-gateway/gateway/gatewaytest/redistest"
 )
 
 // roundTrip sends PING on a fresh connection and reports whether +PONG came
