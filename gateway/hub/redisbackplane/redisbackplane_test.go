@@ -15,9 +15,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pyairtable/api-gateway/gateway/gatewaytest/redistest"
 	"github.com/pyairtable/api-gateway/gateway/hub"
 	"github.com/pyairtable/api-gateway/gateway/hub/redisbackplane"
-	"github.com/pyairtable/api-gateway/gateway/gatewaytest/redistest"
 )
 
 // checkGoroutines fails the test if, after every later cleanup has run,
