@@ -95,6 +95,8 @@ type Config struct {
 	// TraceExporter, when set, receives one span per request: the hook
 	// for an OpenTelemetry exporter. It must not block.
 	TraceExporter tracecontext.Exporter
+	// WebSocket governs proxied upgrades and the built-in hub.
+	WebSocket WebSocketSettings
 	// Transport tunes the one upstream transport shared by all services.
 	Transport TransportSettings
 	// Server holds listener settings used by Serve.
@@ -172,6 +174,9 @@ type Route struct {
 	Permissions []string
 	// RateLimits apply to this route in addition to Config.RateLimits.
 	RateLimits []RateLimitPolicy
+	// WebSocket lets the route carry WebSocket upgrades to its backend;
+	// on other routes the Upgrade header is removed.
+	WebSocket bool
 	// TenantSegment, when positive, is the 1-based index of the path
 	// segment naming the tenant ("/api/v1/tenants/{t}/..." is 4); a
 	// principal of another tenant is refused with 403.
@@ -241,6 +246,10 @@ type Gateway struct {
 
 	metrics        *metrics.Metrics
 	metricsHandler http.Handler
+	ws             WebSocketSettings
+	wsByIP         connCounter
+	wsByUser       connCounter
+	broadcast      http.Handler
 	accessLog      *slog.Logger
 	sample         float64
 	exporter       tracecontext.Exporter
@@ -281,6 +290,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if g.sample <= 0 {
 		g.sample = 1
+	}
+	g.ws = cfg.WebSocket.withDefaults()
+	if g.ws.Hub != nil {
+		// Authentication and roles are checked by the gateway in front.
+		g.broadcast = g.ws.Hub.BroadcastHandler(func(*http.Request) bool { return true })
 	}
 	g.metricsHooks(cfg.Metrics)
 	if g.logger == nil {
@@ -343,6 +357,11 @@ func (g *Gateway) Update(cfg Config) error {
 // Serve calls it; embedders that mount the gateway in their own server
 // call it themselves. It returns nil when ctx ends.
 func (g *Gateway) Run(ctx context.Context) error {
+	if h := g.ws.Hub; h != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); h.Run(ctx) }()
+		defer func() { <-done }()
+	}
 	for {
 		t := g.tbl.Load()
 		tctx, cancel := context.WithCancel(ctx)
@@ -455,6 +474,7 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 		}
 		limits := compileLimits(append(slices.Clone(cfg.RateLimits), r.RateLimits...))
 		e.handler = g.limitHandler(limits, true, e.handler)
+		e.handler = g.wsHandler(e, e.handler)
 		e.handler = g.authHandler(e, cfg.Auth, e.handler)
 		e.handler = g.limitHandler(limits, false, e.handler)
 		if len(cfg.Middleware) > 0 {
@@ -472,6 +492,34 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 	}
 	return t, nil
 }
+
+// wsHandler admits WebSocket upgrades on routes that allow them: origin
+// check and connection caps, after authentication.
+func (g *Gateway) wsHandler(e *routeEntry, next http.Handler) http.Handler {
+	if !e.route.WebSocket {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isWebSocketUpgrade(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		st := stateFrom(r.Context())
+		release, ok := g.wsGuard(w, r, st)
+		if !ok {
+			return
+		}
+		st.wsRelease = release
+		defer func() {
+			if !st.tunnel {
+				release() // no tunnel was opened (the backend refused)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func authnPolicy(roles []string) authn.Policy { return authn.Policy{Roles: roles} }
 
 // authHandler authenticates and authorizes a route's requests before they
 // go further.
@@ -515,6 +563,8 @@ type requestState struct {
 	principal *authn.Principal
 	edge      *edge
 	table     *table // the configuration the request is routed by
+	wsRelease func() // frees the WebSocket connection slots of an upgrade
+	tunnel    bool   // the upgrade succeeded: the tunnel now owns wsRelease
 
 	ipKey        string // client address as a rate-limit key, made once
 	rate         *compiledLimit
@@ -615,6 +665,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // a preflight, answered here
 	}
 	p, changed := cleanPath(r.URL.Path)
+	if g.serveHub(w, r, t, p) {
+		return
+	}
 	e, kind := t.router.lookup(r.Method, r.Host, p)
 	switch kind {
 	case matchNone:

@@ -125,9 +125,10 @@ func rewrite(pr *httputil.ProxyRequest, strip string) {
 	} else {
 		setIdentity(h, nil)
 	}
-	// Only WebSocket upgrades are forwarded; h2c and other protocol
-	// switches would hand the client a raw tunnel to the backend.
-	if up := h.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
+	// Only WebSocket upgrades are forwarded, and only on routes that allow
+	// them; h2c and other protocol switches would hand the client a raw
+	// tunnel to the backend.
+	if up := h.Get("Upgrade"); up != "" && (!strings.EqualFold(up, "websocket") || st == nil || st.route == nil || !st.route.route.WebSocket) {
 		h.Del("Upgrade")
 		h.Del("Connection")
 	}
@@ -179,6 +180,10 @@ type upstream struct {
 // errFailureStatus reports a response whose status counts as a failure to
 // breakers and passive health checks.
 var errFailureStatus = errors.New("gateway: failure status from backend")
+
+// errUnexpectedUpgrade reports a backend switching protocols on a request
+// the gateway did not forward as an upgrade.
+var errUnexpectedUpgrade = errors.New("gateway: backend switched protocols without an admitted upgrade")
 
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	svc := u.svc
@@ -299,6 +304,20 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if cookie != nil {
 			resp.Header.Add("Set-Cookie", cookie.String())
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			rwc, ok := resp.Body.(io.ReadWriteCloser)
+			if !ok || st == nil || st.wsRelease == nil {
+				// Not an upgrade this route admitted: no tunnel.
+				resp.Body.Close()
+				at.release()
+				in.End(u.now().Sub(start), true, u.now())
+				return nil, errUnexpectedUpgrade
+			}
+			st.tunnel = true
+			resp.Body = newTunnel(rwc, in, start, u.now, st.gw.ws.IdleTimeout, st.wsRelease)
+			at.release()
+			return resp, nil
 		}
 		resp.Body = &trackedBody{ReadCloser: resp.Body, in: in, start: start, failed: failed, now: u.now, release: at.release}
 		return resp, nil

@@ -115,9 +115,17 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout)
 	defer cancel()
+	if h := g.ws.Hub; h != nil {
+		srv.RegisterOnShutdown(func() { h.Shutdown(sctx) })
+	}
 	err := srv.Shutdown(sctx)
 	if err != nil {
 		srv.Close()
+	}
+	// Shutdown does not wait for hijacked connections: proxied WebSocket
+	// tunnels are waited for here, within the same timeout.
+	for g.inflight.Load() > 0 && sctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
