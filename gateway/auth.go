@@ -206,3 +206,19 @@ func setIdentity(h http.Header, p *authn.Principal) {
 		h[headerTenantID] = []string{p.Tenant}
 	}
 }
+
+// VerifyToken authenticates a bearer token with the gateway's current
+// authenticator, as if it came in an Authorization header; the WebSocket
+// hub uses it for the token of its auth message.
+func (g *Gateway) VerifyToken(ctx context.Context, token string) (*authn.Principal, error) {
+	auth := g.tbl.Load().auth
+	if auth == nil {
+		return nil, &authn.Error{Reason: authn.ReasonMissing, Status: http.StatusUnauthorized}
+	}
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	if err != nil {
+		return nil, err
+	}
+	r.Header.Set("Authorization", "Bearer "+token)
+	return auth.Authenticate(r)
+}

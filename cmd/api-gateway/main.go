@@ -32,12 +32,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pyairtable/api-gateway/authn"
 	"github.com/pyairtable/api-gateway/discovery"
 	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/config"
 	"github.com/pyairtable/api-gateway/gateway/gatewaytest"
+	"github.com/pyairtable/api-gateway/gateway/hub"
 	"github.com/pyairtable/api-gateway/gateway/metrics"
 	"github.com/pyairtable/api-gateway/ratelimit/redisstore"
 )
@@ -345,7 +347,36 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 			logger.Debug("rate-limit store error", "error", err.Error())
 		}
 	}
-	g, err := newGateway(c, logger, opts)
+	var g *gateway.Gateway
+	var hubRedis redis.UniversalClient
+	var err error
+	if u := c.Security.RateLimit.RedisURL; u != "" && c.WebSocket.Hub.Enabled {
+		hubRedis, err = redisstore.NewClient(u)
+		if err != nil {
+			logger.Error("redis", "error", err.Error())
+			return 1
+		}
+		defer hubRedis.Close()
+	}
+	hb, err := c.NewHub(
+		func(ctx context.Context, token string) (hub.Identity, error) {
+			p, err := g.VerifyToken(ctx, token)
+			if err != nil {
+				return hub.Identity{}, err
+			}
+			return hub.Identity{Subject: p.Subject, Roles: p.Roles, Tenant: p.Tenant}, nil
+		},
+		func(r *http.Request) bool { return g.OriginAllowed(r) },
+		func(r *http.Request) string { return gateway.ClientIP(r.Context()).String() },
+		hubRedis,
+		config.HubMetrics(opts.Metrics),
+	)
+	if err != nil {
+		logger.Error("websocket hub", "error", err.Error())
+		return 1
+	}
+	opts.Hub = hb
+	g, err = newGateway(c, logger, opts)
 	if err != nil {
 		logger.Error("invalid configuration", "error", err.Error())
 		return 1

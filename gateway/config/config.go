@@ -27,19 +27,21 @@ import (
 
 	"github.com/pyairtable/api-gateway/discovery"
 	"github.com/pyairtable/api-gateway/gateway"
+	"github.com/pyairtable/api-gateway/gateway/hub"
 	"github.com/pyairtable/api-gateway/gateway/metrics"
 )
 
 // Config is the whole configuration file. Field tags are the YAML keys.
 type Config struct {
-	Server   Server             `yaml:"server"`
-	Admin    Admin              `yaml:"admin"`
-	Log      Log                `yaml:"log"`
-	Metrics  Metrics            `yaml:"metrics"`
-	Auth     Auth               `yaml:"auth"`
-	Security Security           `yaml:"security"`
-	Services map[string]Service `yaml:"services"`
-	Routes   []Route            `yaml:"routes"`
+	Server    Server             `yaml:"server"`
+	Admin     Admin              `yaml:"admin"`
+	Log       Log                `yaml:"log"`
+	Metrics   Metrics            `yaml:"metrics"`
+	WebSocket WebSocket          `yaml:"websocket"`
+	Auth      Auth               `yaml:"auth"`
+	Security  Security           `yaml:"security"`
+	Services  map[string]Service `yaml:"services"`
+	Routes    []Route            `yaml:"routes"`
 	// HotReload watches the file and applies changes while running.
 	// SIGHUP and POST /admin/reload work either way.
 	HotReload bool `yaml:"hot_reload"`
@@ -192,6 +194,7 @@ type Route struct {
 	Permissions   []string        `yaml:"permissions"`
 	TenantSegment int             `yaml:"tenant_segment"`
 	RateLimit     *RouteRateLimit `yaml:"rate_limit,omitempty"`
+	WebSocket     bool            `yaml:"websocket"`
 }
 
 //go:embed default.yaml
@@ -426,6 +429,8 @@ type Options struct {
 	MetricsHandler http.Handler
 	// AccessLog receives request records when log.access is on.
 	AccessLog *slog.Logger
+	// Hub is the WebSocket hub (see Config.NewHub); it outlives reloads.
+	Hub *hub.Hub
 }
 
 // clientIPKey is the consistent-hash key of ip affinity: the client
@@ -487,6 +492,7 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 	}
 	gc.Auth = auth
 	gc.CORS, gc.SecurityHeaders = c.edgeSettings()
+	gc.WebSocket = c.webSocketSettings(opt.Hub)
 	gc.Metrics = opt.Metrics
 	if c.MetricsOnMain() {
 		gc.MetricsHandler = opt.MetricsHandler
@@ -515,6 +521,7 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 		}
 		gc.Routes = append(gc.Routes, gateway.Route{
 			RateLimits: limits,
+			WebSocket:  r.WebSocket,
 			Name:       r.Name, Path: r.Path, Prefix: r.Prefix, Methods: slices.Clone(r.Methods),
 			Host: r.Host, Service: r.Service, StripPrefix: r.StripPrefix,
 			Public: r.Public, Roles: slices.Clone(r.Roles), Permissions: slices.Clone(r.Permissions),

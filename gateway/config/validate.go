@@ -95,6 +95,7 @@ func (c *Config) validate(file string) []Problem {
 	}
 	c.validateAuth(v)
 	c.validateRateLimits(v)
+	c.validateWebSocket(v)
 	if c.Production() && c.Auth.JWTSecret != "" && len(c.Auth.JWTSecret) < 32 {
 		v.add("auth.jwt_secret", "is %d bytes; production needs at least 32 random bytes (set JWT_SECRET)", len(c.Auth.JWTSecret))
 	}

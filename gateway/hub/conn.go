@@ -380,7 +380,7 @@ func (c *client) finish() {
 	h.mu.Unlock()
 	h.subscriptions.Add(-int64(len(c.subs)))
 	h.connections.Add(-1)
-	h.emit(Event{Kind: EventDisconnected})
+	h.emit(Event{Kind: EventDisconnected, Count: len(c.subs)})
 	h.wg.Done()
 }
 

@@ -17,7 +17,8 @@ const (
 	// "timeout", "protocol" (first message not a valid auth message) or
 	// "invalid" (Verify failed).
 	EventAuthFailed
-	// EventDisconnected: a connection ended, for whatever reason.
+	// EventDisconnected: a connection ended, for whatever reason; Count
+	// is the number of subscriptions it held.
 	EventDisconnected
 	// EventSubscribed: a client subscribed to Channel.
 	EventSubscribed
