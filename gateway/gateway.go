@@ -35,6 +35,7 @@ import (
 	"github.com/pyairtable/api-gateway/discovery"
 	"github.com/pyairtable/api-gateway/gateway/metrics"
 	"github.com/pyairtable/api-gateway/gateway/tracecontext"
+	"github.com/pyairtable/api-gateway/gateway/transform"
 	"github.com/pyairtable/api-gateway/ratelimit"
 )
 
@@ -177,6 +178,18 @@ type Route struct {
 	// WebSocket lets the route carry WebSocket upgrades to its backend;
 	// on other routes the Upgrade header is removed.
 	WebSocket bool
+	// Transform rewrites requests and responses (headers, path, query);
+	// see package gateway/transform.
+	Transform *transform.Transform
+	// Split, when set, spreads the route's requests over several services
+	// by weight (Service is then optional); SplitSticky keeps a client on
+	// one side.
+	Split       []SplitTarget
+	SplitSticky SplitSticky
+	// Mirror sends copies of sampled requests to another service.
+	Mirror *Mirror
+	// Fallback answers when the service has no available instance.
+	Fallback *Fallback
 	// TenantSegment, when positive, is the 1-based index of the path
 	// segment naming the tenant ("/api/v1/tenants/{t}/..." is 4); a
 	// principal of another tenant is refused with 403.
@@ -270,6 +283,7 @@ type table struct {
 	proxies   Proxies
 	auth      authn.Authenticator
 	edge      *edge
+	mirrors   []*mirrorer
 }
 
 // New builds a gateway from cfg. It reports every problem it finds at once.
@@ -337,6 +351,9 @@ func (g *Gateway) Update(cfg Config) error {
 		svc.removed = nil
 	}
 	if old != nil {
+		for _, m := range old.mirrors {
+			go m.close() // let copies already queued go out
+		}
 		for name, svc := range old.services {
 			if t.services[name] == nil {
 				for _, in := range svc.pool() {
@@ -447,12 +464,19 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 			errs = append(errs, fmt.Errorf("route %q: %q is not a clean path (did you mean %q?)", name, p, c))
 			continue
 		}
+		if r.Service == "" && len(r.Split) > 0 {
+			r.Service = r.Split[0].Service
+		}
 		svc := t.services[r.Service]
 		if svc == nil {
 			errs = append(errs, fmt.Errorf("route %q: unknown service %q", name, r.Service))
 			continue
 		}
 		e := &routeEntry{route: r, svc: svc, policy: authn.Policy{Public: r.Public, Roles: r.Roles, Permissions: r.Permissions}}
+		if err := g.compileTraffic(t, e); err != nil {
+			errs = append(errs, fmt.Errorf("route %q: %w", name, err))
+			continue
+		}
 		if r.Public && (len(r.Roles) > 0 || len(r.Permissions) > 0) {
 			errs = append(errs, fmt.Errorf("route %q: a public route cannot require roles or permissions", name))
 		}
@@ -469,6 +493,7 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 			}
 		}
 		e.handler = g.proxyHandler(e)
+		e.handler = g.trafficHandler(e, e.handler)
 		if len(r.Middleware) > 0 {
 			e.handler = Chain(r.Middleware...)(e.handler)
 		}
@@ -562,9 +587,10 @@ type requestState struct {
 	tls       bool // the client connected with TLS (directly or via a trusted proxy)
 	principal *authn.Principal
 	edge      *edge
-	table     *table // the configuration the request is routed by
-	wsRelease func() // frees the WebSocket connection slots of an upgrade
-	tunnel    bool   // the upgrade succeeded: the tunnel now owns wsRelease
+	table     *table   // the configuration the request is routed by
+	svc       *service // the service chosen by a split or fallback, if not the route's
+	wsRelease func()   // frees the WebSocket connection slots of an upgrade
+	tunnel    bool     // the upgrade succeeded: the tunnel now owns wsRelease
 
 	ipKey        string // client address as a rate-limit key, made once
 	rate         *compiledLimit
@@ -710,17 +736,26 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // proxyHandler is the innermost handler of a route: a ReverseProxy whose
 // transport balances over the route's service.
 func (g *Gateway) proxyHandler(e *routeEntry) http.Handler {
-	up := &upstream{svc: e.svc, base: g.transport, now: g.now}
 	strip := ""
 	if e.route.StripPrefix {
 		strip = normalizePrefix(e.route.Prefix)
 	}
+	tr := e.route.Transform
+	modify := modifyResponse
+	if tr != nil && !tr.Empty() {
+		modify = func(resp *http.Response) error {
+			tr.ApplyResponse(resp.Header, resp.Request, vars{})
+			return modifyResponse(resp)
+		}
+	} else {
+		tr = nil
+	}
 	return &httputil.ReverseProxy{
-		Rewrite:        func(pr *httputil.ProxyRequest) { rewrite(pr, strip) },
-		Transport:      up,
+		Rewrite:        func(pr *httputil.ProxyRequest) { rewrite(pr, strip, tr) },
+		Transport:      &routeTransport{e: e},
 		BufferPool:     g.bufs,
 		ErrorHandler:   g.proxyError,
-		ModifyResponse: modifyResponse,
+		ModifyResponse: modify,
 		ErrorLog:       slog.NewLogLogger(g.logger.Handler(), slog.LevelWarn),
 	}
 }

@@ -66,6 +66,9 @@ func (g *Gateway) finish(st *requestState, r *http.Request) {
 	route, service := "none", ""
 	if st.route != nil {
 		route, service = st.route.route.Name, st.route.svc.name
+		if st.svc != nil {
+			service = st.svc.name
+		}
 	}
 	if m := g.metrics; m != nil {
 		m.ObserveRequest(route, service, r.Method, status, dur, r.ContentLength, st.rw.bytes)

@@ -118,7 +118,10 @@ func appendJSONString(buf []byte, s string) []byte {
 func problemFor(r *http.Request, err error) (p Problem, ok bool) {
 	var mbe *http.MaxBytesError
 	var nre *noRetryError
+	st := stateFrom(r.Context())
 	switch {
+	case errors.Is(err, errFallbackProblem) && st != nil && st.route != nil && st.route.fallbackProblem != nil:
+		p = *st.route.fallbackProblem
 	case errors.As(err, &mbe):
 		p = ProblemBodyTooLarge
 		p.Detail = "the request body exceeds the limit of " + strconv.FormatInt(mbe.Limit, 10) + " bytes"

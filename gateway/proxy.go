@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pyairtable/api-gateway/balancer"
+	"github.com/pyairtable/api-gateway/gateway/transform"
 )
 
 func (s TransportSettings) withDefaults() TransportSettings {
@@ -88,7 +89,7 @@ func (p *bufferPool) Put(b []byte) {
 // rewrite builds the outbound request: the routed path (less a stripped
 // prefix), forwarding headers that only trusted proxies may extend, and
 // the request id.
-func rewrite(pr *httputil.ProxyRequest, strip string) {
+func rewrite(pr *httputil.ProxyRequest, strip string, tr *transform.Transform) {
 	st := stateFrom(pr.In.Context())
 	out := pr.Out
 	if strip != "" && strip != "/" {
@@ -99,6 +100,9 @@ func rewrite(pr *httputil.ProxyRequest, strip string) {
 		out.URL.Path = p
 		out.URL.RawPath = ""
 	}
+	// Route transforms run before the gateway sets forwarding, identity
+	// and tracing headers, so no transform can forge those.
+	tr.ApplyRequest(out, pr.In, vars{})
 	h := out.Header
 	if st != nil {
 		if st.viaProxy {

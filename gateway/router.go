@@ -16,6 +16,11 @@ type routeEntry struct {
 	handler http.Handler
 	svc     *service
 	policy  authn.Policy
+
+	split           *split
+	mirror          *mirrorer
+	fallback        *service
+	fallbackProblem *Problem
 }
 
 // allows reports whether the entry accepts method. A route that accepts GET

@@ -107,6 +107,7 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 	if svc.bal == nil {
 		svc.bal = &balancer.RoundRobin{}
 	}
+	svc.up = &upstream{svc: svc, base: g.transport, now: g.now}
 	svc.sticky, _ = svc.bal.(balancer.Sticky)
 	if svc.timeout == 0 {
 		svc.timeout = 30 * time.Second
@@ -221,6 +222,7 @@ type service struct {
 	logger     loggerLike
 	metrics    *metrics.Metrics
 	removed    []*balancer.Instance // left in the last update; drained once it is live
+	up         *upstream            // the service's RoundTripper
 	mu         sync.Mutex           // serialises membership changes
 }
 
