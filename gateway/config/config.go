@@ -29,6 +29,7 @@ import (
 	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/hub"
 	"github.com/pyairtable/api-gateway/gateway/metrics"
+	"github.com/pyairtable/api-gateway/gateway/transform"
 )
 
 // Config is the whole configuration file. Field tags are the YAML keys.
@@ -195,6 +196,11 @@ type Route struct {
 	TenantSegment int             `yaml:"tenant_segment"`
 	RateLimit     *RouteRateLimit `yaml:"rate_limit,omitempty"`
 	WebSocket     bool            `yaml:"websocket"`
+	Transform     *transform.Spec `yaml:"transform,omitempty"`
+	Split         []SplitTarget   `yaml:"split,omitempty"`
+	SplitSticky   string          `yaml:"split_sticky,omitempty"`
+	Mirror        *Mirror         `yaml:"mirror,omitempty"`
+	Fallback      *Fallback       `yaml:"fallback,omitempty"`
 }
 
 //go:embed default.yaml
@@ -519,14 +525,20 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 		if i < len(perRoute) {
 			limits = perRoute[i]
 		}
-		gc.Routes = append(gc.Routes, gateway.Route{
+		var gr gateway.Route
+		if err := r.traffic(&gr); err != nil {
+			errs = append(errs, fmt.Errorf("routes[%d]: %w", i, err))
+		}
+		gr = gateway.Route{
+			Transform: gr.Transform, Split: gr.Split, SplitSticky: gr.SplitSticky, Mirror: gr.Mirror, Fallback: gr.Fallback,
 			RateLimits: limits,
 			WebSocket:  r.WebSocket,
 			Name:       r.Name, Path: r.Path, Prefix: r.Prefix, Methods: slices.Clone(r.Methods),
 			Host: r.Host, Service: r.Service, StripPrefix: r.StripPrefix,
 			Public: r.Public, Roles: slices.Clone(r.Roles), Permissions: slices.Clone(r.Permissions),
 			TenantSegment: r.TenantSegment,
-		})
+		}
+		gc.Routes = append(gc.Routes, gr)
 	}
 	return gc, errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/config"
 )
 
@@ -157,3 +158,31 @@ func TestMarshalRedactsAndRoundTrips(t *testing.T) {
 }
 
 var quiet = slog.New(slog.DiscardHandler)
+
+// TestFullExampleLoads keeps testdata/full.yaml — the example that uses
+// every key — valid, buildable into a gateway, and a round trip of -print.
+func TestFullExampleLoads(t *testing.T) {
+	data, err := os.ReadFile("../../testdata/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse("full.yaml", data, nil)
+	if err != nil {
+		t.Fatalf("full.yaml: %v", err)
+	}
+	gc, err := c.Gateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc.Logger = quiet
+	if _, err := gateway.New(gc); err != nil {
+		t.Fatalf("gateway from full.yaml: %v", err)
+	}
+	b, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Parse("effective.yaml", b, lookup(map[string]string{"JWT_SECRET": c.Auth.JWTSecret})); err != nil {
+		t.Errorf("effective full config does not load: %v", err)
+	}
+}

@@ -96,6 +96,7 @@ func (c *Config) validate(file string) []Problem {
 	c.validateAuth(v)
 	c.validateRateLimits(v)
 	c.validateWebSocket(v)
+	c.validateTraffic(v)
 	if c.Production() && c.Auth.JWTSecret != "" && len(c.Auth.JWTSecret) < 32 {
 		v.add("auth.jwt_secret", "is %d bytes; production needs at least 32 random bytes (set JWT_SECRET)", len(c.Auth.JWTSecret))
 	}
@@ -179,8 +180,9 @@ func (c *Config) validate(file string) []Problem {
 				v.add(key+"."+f.k, "%q is not a clean path", f.p)
 			}
 		}
-		if r.Service == "" {
-			v.add(key, "needs a service")
+		if r.Service == "" && len(r.Split) == 0 {
+			v.add(key, "needs a service (or a split)")
+		} else if r.Service == "" {
 		} else if _, ok := c.Services[r.Service]; !ok {
 			v.add(key+".service", "%q is not a defined service", r.Service)
 		}
