@@ -222,6 +222,7 @@ var envKeys = []struct{ env, key string }{
 	{"LOG_LEVEL", "log.level"},
 	{"PORT", "server.port"},
 	{"ADMIN_API_KEY", "admin.api_key"},
+	{"ADMIN_PORT", "admin.port"},
 }
 
 // EnvOverrides lists the environment variables that override keys, as
@@ -310,13 +311,17 @@ func (c *Config) applyEnv(d *decoder, env func(string) (string, bool)) {
 			c.Log.Level = v
 		case "ADMIN_API_KEY":
 			c.Admin.APIKey = v
-		case "PORT":
+		case "PORT", "ADMIN_PORT":
 			p, err := strconv.Atoi(v)
 			if err != nil {
-				d.problems = append(d.problems, Problem{File: "environment", Key: "PORT (server.port)", Msg: strconv.Quote(v) + " is not a port number"})
+				d.problems = append(d.problems, Problem{File: "environment", Key: e.env + " (" + e.key + ")", Msg: strconv.Quote(v) + " is not a port number"})
 				continue
 			}
-			c.Server.Port = p
+			if e.env == "PORT" {
+				c.Server.Port = p
+			} else {
+				c.Admin.Port = p
+			}
 		}
 		c.lines[e.key] = -1 // set from the environment
 	}
