@@ -15,9 +15,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -33,6 +35,7 @@ import (
 	"github.com/pyairtable/api-gateway/balancer"
 	"github.com/pyairtable/api-gateway/balancer/health"
 	"github.com/pyairtable/api-gateway/discovery"
+	"github.com/pyairtable/api-gateway/gateway/connguard"
 	"github.com/pyairtable/api-gateway/gateway/metrics"
 	"github.com/pyairtable/api-gateway/gateway/tracecontext"
 	"github.com/pyairtable/api-gateway/gateway/transform"
@@ -98,6 +101,9 @@ type Config struct {
 	TraceExporter tracecontext.Exporter
 	// WebSocket governs proxied upgrades and the built-in hub.
 	WebSocket WebSocketSettings
+	// Limits bound what clients may send (URL length, header count,
+	// connections per address, underscore headers, served hosts).
+	Limits Limits
 	// Transport tunes the one upstream transport shared by all services.
 	Transport TransportSettings
 	// Server holds listener settings used by Serve.
@@ -190,6 +196,12 @@ type Route struct {
 	Mirror *Mirror
 	// Fallback answers when the service has no available instance.
 	Fallback *Fallback
+	// AllowEncodedSlashes accepts %2F and %5C in paths (for APIs whose
+	// identifiers contain them); refused with 400 otherwise.
+	AllowEncodedSlashes bool
+	// AllowOverrideHeaders forwards X-HTTP-Method-Override, X-Original-URL
+	// and similar routing-override headers; removed otherwise.
+	AllowOverrideHeaders bool
 	// TenantSegment, when positive, is the 1-based index of the path
 	// segment naming the tenant ("/api/v1/tenants/{t}/..." is 4); a
 	// principal of another tenant is refused with 403.
@@ -284,6 +296,8 @@ type table struct {
 	auth      authn.Authenticator
 	edge      *edge
 	mirrors   []*mirrorer
+	limits    Limits
+	hosts     map[string]bool // allowed hosts; nil means any
 }
 
 // New builds a gateway from cfg. It reports every problem it finds at once.
@@ -414,6 +428,13 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 		t.bodyLimit = 4 << 20
 	}
 	t.auth = cfg.Auth
+	t.limits = cfg.Limits.withDefaults()
+	if len(t.limits.AllowedHosts) > 0 {
+		t.hosts = map[string]bool{}
+		for _, h := range t.limits.AllowedHosts {
+			t.hosts[hostKey(h)] = true
+		}
+	}
 	if ed, err := compileEdge(cfg.CORS, cfg.SecurityHeaders); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -587,10 +608,11 @@ type requestState struct {
 	tls       bool // the client connected with TLS (directly or via a trusted proxy)
 	principal *authn.Principal
 	edge      *edge
-	table     *table   // the configuration the request is routed by
-	svc       *service // the service chosen by a split or fallback, if not the route's
-	wsRelease func()   // frees the WebSocket connection slots of an upgrade
-	tunnel    bool     // the upgrade succeeded: the tunnel now owns wsRelease
+	table     *table    // the configuration the request is routed by
+	svc       *service  // the service chosen by a split or fallback, if not the route's
+	body      bodyWatch // the client's body, watched for read failures
+	wsRelease func()    // frees the WebSocket connection slots of an upgrade
+	tunnel    bool      // the upgrade succeeded: the tunnel now owns wsRelease
 
 	ipKey        string // client address as a rate-limit key, made once
 	rate         *compiledLimit
@@ -687,6 +709,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.viaProxy, st.tls, st.edge, st.table = viaProxy, tls, t.edge, t
 	r = r.WithContext(st)
 	defer g.finish(st, r)
+	if err := connguard.Check(r.Context()); err != nil {
+		// Nothing after an ambiguous request on this connection can be
+		// trusted to be framed as the client meant: answer and close.
+		w.Header().Set("Connection", "close")
+		WriteProblem(w, r, ProblemBadFraming)
+		return
+	}
+	if p, ok := t.screen(r); !ok {
+		if p.Status == http.StatusRequestHeaderFieldsTooLarge || p.Status == http.StatusRequestURITooLong {
+			w.Header().Set("Connection", "close")
+		}
+		WriteProblem(w, r, p)
+		return
+	}
 	if t.edge.handleCORS(w, r) {
 		return // a preflight, answered here
 	}
@@ -695,6 +731,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e, kind := t.router.lookup(r.Method, r.Host, p)
+	if kind == matchOK {
+		if why := pathProblem(rawPath(r), r.URL.Path, e.route.AllowEncodedSlashes); why != "" {
+			pr := ProblemBadPath
+			pr.Detail = why
+			WriteProblem(w, r, pr)
+			return
+		}
+		if !t.sameRouteAnyCase(r.Method, r.Host, p, e) {
+			pr := ProblemBadPath
+			pr.Detail = "the path's letter case would reach a different route"
+			WriteProblem(w, r, pr)
+			return
+		}
+	}
 	switch kind {
 	case matchNone:
 		WriteProblem(w, r, ProblemNoRoute)
@@ -721,6 +771,31 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, t.bodyLimit)
+		if r.ContentLength < 0 {
+			// A chunked body of unknown size is read (up to the limit)
+			// before the backend is contacted, as nginx buffers request
+			// bodies: an oversized one is refused without reaching it.
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				if p, ok := clientBodyProblem(err); ok {
+					w.Header().Set("Connection", "close")
+					WriteProblem(w, r, p)
+					return
+				}
+				pr := ProblemBodyTooLarge
+				pr.Detail = fmt.Sprintf("the request body exceeds the limit of %d bytes", t.bodyLimit)
+				w.Header().Set("Connection", "close")
+				WriteProblem(w, r, pr)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			r.TransferEncoding = nil
+		}
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		st.body.ReadCloser = r.Body
+		r.Body = &st.body
 	}
 	if to := e.svc.timeout; to > 0 {
 		st.Context, st.cancel = context.WithCancelCause(st.Context)

@@ -134,7 +134,7 @@ func TestRouting(t *testing.T) {
 		{"GET", "/api/v1/public/../admin", "", 200, "admin", "/api/v1/admin"},
 		{"GET", "/api/v1/public/./x", "", 200, "public", "/api/v1/public/x"},
 		{"GET", "/api/v1//public//x", "", 200, "public", "/api/v1/public/x"},
-		{"GET", "/api/v1/public/%2e%2e/admin", "", 200, "admin", "/api/v1/admin"},
+		{"GET", "/api/v1/public/%2e%2e/admin", "", 400, "", ""}, // encoded dot segments are refused
 		{"GET", "/api/v1/public/x", "api.example.com", 200, "hosted", "/api/v1/public/x"},
 		{"GET", "/api/v1/public/x", "API.Example.com:8080", 200, "hosted", "/api/v1/public/x"},
 		{"GET", "/api/v1/public/x", "other.example.com", 200, "public", "/api/v1/public/x"},

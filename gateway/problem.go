@@ -119,6 +119,11 @@ func problemFor(r *http.Request, err error) (p Problem, ok bool) {
 	var mbe *http.MaxBytesError
 	var nre *noRetryError
 	st := stateFrom(r.Context())
+	if st != nil {
+		if cp, ok := clientBodyProblem(st.body.err); ok {
+			return cp, r.Context().Err() == nil || errors.Is(context.Cause(r.Context()), errUpstreamTimeout)
+		}
+	}
 	switch {
 	case errors.Is(err, errFallbackProblem) && st != nil && st.route != nil && st.route.fallbackProblem != nil:
 		p = *st.route.fallbackProblem

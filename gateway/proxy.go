@@ -126,6 +126,8 @@ func rewrite(pr *httputil.ProxyRequest, strip string, tr *transform.Transform) {
 		h[headerRequestID] = []string{st.id}
 		st.injectTrace(h)
 		setIdentity(h, st.principal)
+		allowOverride := st.route != nil && st.route.route.AllowOverrideHeaders
+		stripClientHeaders(h, st.table != nil && st.table.limits.AllowUnderscoreHeaders, allowOverride)
 	} else {
 		setIdentity(h, nil)
 	}

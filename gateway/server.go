@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+
 	"errors"
+	"github.com/pyairtable/api-gateway/gateway/connguard"
 	"net"
 	"net/http"
 	"sync"
@@ -82,7 +84,13 @@ func NewServer(h http.Handler, s ServerSettings) *http.Server {
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	s := g.server
 	srv := NewServer(g, s)
-	ln = LimitListener(ln, s.Concurrency)
+	// The guard sees the raw bytes of every request head (framing checks)
+	// and caps connections per client address.
+	ln = connguard.Listen(LimitListener(ln, s.Concurrency), connguard.Settings{
+		MaxConnsPerIP: g.tbl.Load().limits.MaxConnsPerIP,
+		MaxHeadBytes:  s.MaxHeaderBytes + 4096,
+	})
+	srv.ConnContext = connguard.ConnContext
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	bgCtx, stopBg := context.WithCancel(context.Background())
