@@ -684,11 +684,14 @@ var headerRequestID = http.CanonicalHeaderKey("X-Request-ID")
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Every request takes its framing verdict first, system endpoints
+	// included: the verdicts are queued per connection in arrival order.
+	framingErr := connguard.Check(r.Context())
 	t := g.tbl.Load()
 	viaProxy := !t.proxies.Empty() && t.proxies.Contains(peerAddr(r.RemoteAddr))
 	tls := r.TLS != nil || (viaProxy && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"))
 	t.edge.applySecurity(w.Header(), tls)
-	if g.serveSystem(w, r) {
+	if framingErr == nil && g.serveSystem(w, r) {
 		return
 	}
 	g.inflight.Add(1)
@@ -709,7 +712,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.viaProxy, st.tls, st.edge, st.table = viaProxy, tls, t.edge, t
 	r = r.WithContext(st)
 	defer g.finish(st, r)
-	if err := connguard.Check(r.Context()); err != nil {
+	if framingErr != nil {
 		// Nothing after an ambiguous request on this connection can be
 		// trusted to be framed as the client meant: answer and close.
 		w.Header().Set("Connection", "close")

@@ -92,6 +92,7 @@ func TestHostileInputAtTheEdge(t *testing.T) {
 		{name: "TE twice", raw: "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", statuses: []int{501}, closed: true},
 		{name: "HTTP/1.0 with TE", raw: "POST /x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", statuses: []int{400}, closed: true},
 		{name: "pipelined clean then smuggled", raw: get("/x") + "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/admin HTTP/1.1\r\nHost: a\r\n\r\n", statuses: []int{200, 400}, closed: true, hits: 1},
+		{name: "pipelined health check then smuggled", raw: get("/health") + "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", statuses: []int{200, 400}, closed: true},
 		{name: "pipelined clean pair", raw: get("/a") + get("/b"), statuses: []int{200, 200}, hits: 2},
 		{name: "encoded slash", raw: get("/api%2Fadmin/x"), statuses: []int{400}},
 		{name: "encoded slash allowed by route", raw: get("/files/a%2Fb"), statuses: []int{200}, hits: 1},
