@@ -183,7 +183,7 @@ func (b *FaultBackend) killLocked() {
 	// Close the connections before waking the handlers: a handler that
 	// returned while its connection was still open would let net/http send
 	// a response the dead process never sent.
-	// l.srv.Close()
+	l.srv.Close()
 	l.die()
 	<-l.served
 	<-l.idle
