@@ -69,6 +69,16 @@ type Server struct {
 	MaxHeaderBytes    ByteSize  `yaml:"max_header_bytes"`
 	TrustedProxies    []string  `yaml:"trusted_proxies"`
 	Transport         Transport `yaml:"transport"`
+	Limits            Limits    `yaml:"limits"`
+}
+
+// Limits bound what clients may send.
+type Limits struct {
+	MaxURLLength           int      `yaml:"max_url_length"`
+	MaxHeaderCount         int      `yaml:"max_header_count"`
+	AllowUnderscoreHeaders bool     `yaml:"allow_underscore_headers"`
+	MaxConnsPerIP          int      `yaml:"max_conns_per_ip"`
+	AllowedHosts           []string `yaml:"allowed_hosts"`
 }
 
 // Transport tunes the upstream connections.
@@ -201,6 +211,10 @@ type Route struct {
 	SplitSticky   string          `yaml:"split_sticky,omitempty"`
 	Mirror        *Mirror         `yaml:"mirror,omitempty"`
 	Fallback      *Fallback       `yaml:"fallback,omitempty"`
+	// AllowEncodedSlashes accepts %2F and %5C in this route's paths.
+	AllowEncodedSlashes bool `yaml:"allow_encoded_slashes"`
+	// AllowOverrideHeaders forwards X-HTTP-Method-Override and similar.
+	AllowOverrideHeaders bool `yaml:"allow_override_headers"`
 }
 
 //go:embed default.yaml
@@ -358,6 +372,9 @@ func (c *Config) applyDefaults() {
 	num("server.port", &s.Port, 8080)
 	str("server.environment", &s.Environment, "development")
 	num("server.concurrency", &s.Concurrency, 262144)
+	num("server.limits.max_url_length", &s.Limits.MaxURLLength, 8192)
+	num("server.limits.max_header_count", &s.Limits.MaxHeaderCount, 100)
+	num("server.limits.max_conns_per_ip", &s.Limits.MaxConnsPerIP, 4096)
 	dur("server.read_header_timeout", &s.ReadHeaderTimeout, 10*time.Second)
 	dur("server.read_timeout", &s.ReadTimeout, 30*time.Second)
 	dur("server.write_timeout", &s.WriteTimeout, 30*time.Second)
@@ -504,6 +521,12 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 	gc.Auth = auth
 	gc.CORS, gc.SecurityHeaders = c.edgeSettings()
 	gc.WebSocket = c.webSocketSettings(opt.Hub)
+	l := c.Server.Limits
+	if l.MaxConnsPerIP == 0 {
+		l.MaxConnsPerIP = -1 // written as 0: no cap
+	}
+	gc.Limits = gateway.Limits{MaxURLLength: l.MaxURLLength, MaxHeaderCount: l.MaxHeaderCount,
+		AllowUnderscoreHeaders: l.AllowUnderscoreHeaders, MaxConnsPerIP: l.MaxConnsPerIP, AllowedHosts: l.AllowedHosts}
 	gc.Metrics = opt.Metrics
 	if c.MetricsOnMain() {
 		gc.MetricsHandler = opt.MetricsHandler
@@ -541,7 +564,9 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 			Name:       r.Name, Path: r.Path, Prefix: r.Prefix, Methods: slices.Clone(r.Methods),
 			Host: r.Host, Service: r.Service, StripPrefix: r.StripPrefix,
 			Public: r.Public, Roles: slices.Clone(r.Roles), Permissions: slices.Clone(r.Permissions),
-			TenantSegment: r.TenantSegment,
+			TenantSegment:        r.TenantSegment,
+			AllowEncodedSlashes:  r.AllowEncodedSlashes,
+			AllowOverrideHeaders: r.AllowOverrideHeaders,
 		}
 		gc.Routes = append(gc.Routes, gr)
 	}

@@ -64,6 +64,15 @@ func (c *Config) validate(file string) []Problem {
 	if c.Admin.Port == s.Port && (c.Admin.Host == s.Host || s.Host == "0.0.0.0" || s.Host == "" || s.Host == "::") {
 		v.add("admin.port", "%d is also the main port; the admin listener needs its own", c.Admin.Port)
 	}
+	if s.Limits.MaxURLLength < 256 {
+		v.add("server.limits.max_url_length", "%d is below 256", s.Limits.MaxURLLength)
+	}
+	if s.Limits.MaxHeaderCount < 10 {
+		v.add("server.limits.max_header_count", "%d is below 10", s.Limits.MaxHeaderCount)
+	}
+	if s.Limits.MaxConnsPerIP < 0 {
+		v.add("server.limits.max_conns_per_ip", "%d is negative", s.Limits.MaxConnsPerIP)
+	}
 	if s.Concurrency < 1 {
 		v.add("server.concurrency", "%d must be at least 1", s.Concurrency)
 	}
