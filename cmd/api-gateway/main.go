@@ -297,6 +297,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	logger := newLogger(c, stderr)
 	slog.SetDefault(logger)
+	tuneRuntime(logger)
 	var demoToken string
 	if *demo {
 		if c.Production() {
