@@ -107,7 +107,7 @@ var _ io.Writer = (*nopWriter)(nil)
 func benchRoutesExternal(svc string) []gateway.Route {
 	var rs []gateway.Route
 	for _, p := range []string{"auth", "users", "workspaces", "bases", "tables", "views", "records", "fields", "formulas", "llm", "files", "airtable", "analytics", "workflows"} {
-		rs = append(rs, gateway.Route{Name: p, Prefix: "/api/v1/" + p, Service: svc})
+		rs = append(rs, gateway.Route{Name: p, Prefix: "/api/v1/" + p, Service: svc, Public: true})
 	}
-	return append(rs, gateway.Route{Name: "users-list", Path: "/api/v1/users", Methods: []string{"GET"}, Service: svc})
+	return append(rs, gateway.Route{Name: "users-list", Path: "/api/v1/users", Methods: []string{"GET"}, Service: svc, Public: true})
 }

@@ -50,6 +50,11 @@ type SecurityHeaders struct {
 	HSTS string
 }
 
+type secHeader struct {
+	name  string
+	value []string
+}
+
 // edge is the compiled form of CORS and security-header settings.
 type edge struct {
 	origins     []string // exact, lower case
@@ -65,7 +70,7 @@ type edge struct {
 	maxAge      string
 	cors        bool
 
-	sec     [][2]string // name, value set on every response
+	sec     []secHeader // set on every response
 	secKeys []string
 	csp     []string
 	hsts    []string
@@ -120,7 +125,7 @@ func compileEdge(c CORSSettings, s SecurityHeaders) (*edge, error) {
 				v = def
 			}
 			if v != "-" {
-				e.sec = append(e.sec, [2]string{http.CanonicalHeaderKey(name), v})
+				e.sec = append(e.sec, secHeader{http.CanonicalHeaderKey(name), []string{v}})
 				e.secKeys = append(e.secKeys, http.CanonicalHeaderKey(name))
 			}
 		}
@@ -176,7 +181,7 @@ var (
 // applySecurity sets the security headers on a response about to be made.
 func (e *edge) applySecurity(h http.Header, tls bool) {
 	for _, kv := range e.sec {
-		h[kv[0]] = []string{kv[1]}
+		h[kv.name] = kv.value // shared, len == cap: an Add copies, never writes into it
 	}
 	if tls && e.hsts != nil {
 		h["Strict-Transport-Security"] = e.hsts

@@ -608,7 +608,9 @@ type requestState struct {
 	tls       bool // the client connected with TLS (directly or via a trusted proxy)
 	principal *authn.Principal
 	edge      *edge
-	table     *table    // the configuration the request is routed by
+	table     *table      // the configuration the request is routed by
+	tracked   trackedBody // the response body's accounting
+	vals      [4][1]string
 	svc       *service  // the service chosen by a split or fallback, if not the route's
 	body      bodyWatch // the client's body, watched for read failures
 	wsRelease func()    // frees the WebSocket connection slots of an upgrade

@@ -95,7 +95,7 @@ func (g *Gateway) finish(st *requestState, r *http.Request) {
 			slog.String("duration", dur.String()),
 			slog.Float64("duration_ms", float64(dur.Microseconds())/1000),
 			slog.Int64("bytes", st.rw.bytes),
-			slog.String("client_ip", st.clientIP.String()),
+			slog.String("client_ip", st.ip()),
 			slog.String("request_id", st.id),
 			slog.String("trace_id", st.trace.TraceID.String()),
 			slog.Int("attempts", st.attempts),

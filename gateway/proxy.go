@@ -11,7 +11,7 @@ import (
 	"net/http/httputil"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pyairtable/api-gateway/balancer"
@@ -114,16 +114,16 @@ func rewrite(pr *httputil.ProxyRequest, strip string, tr *transform.Transform) {
 		} else {
 			// The peer is not a trusted proxy: whatever forwarding
 			// headers it sent are its own claims, not facts.
-			h["X-Forwarded-For"] = []string{st.clientIP.String()}
-			h["X-Forwarded-Host"] = []string{pr.In.Host}
+			h["X-Forwarded-For"] = st.val(0, st.ip())
+			h["X-Forwarded-Host"] = st.val(1, pr.In.Host)
 			if pr.In.TLS != nil {
 				h["X-Forwarded-Proto"] = headerHTTPS
 			} else {
 				h["X-Forwarded-Proto"] = headerHTTP
 			}
 		}
-		h["X-Real-Ip"] = []string{st.clientIP.String()}
-		h[headerRequestID] = []string{st.id}
+		h["X-Real-Ip"] = st.val(2, st.ip())
+		h[headerRequestID] = st.val(3, st.id)
 		st.injectTrace(h)
 		setIdentity(h, st.principal)
 		allowOverride := st.route != nil && st.route.route.AllowOverrideHeaders
@@ -325,7 +325,12 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			at.release()
 			return resp, nil
 		}
-		resp.Body = &trackedBody{ReadCloser: resp.Body, in: in, start: start, failed: failed, now: u.now, release: at.release}
+		tb := &trackedBody{}
+		if st != nil {
+			tb = &st.tracked // one per request: no allocation
+		}
+		*tb = trackedBody{ReadCloser: resp.Body, in: in, start: start, failed: failed, now: u.now, release: at.release}
+		resp.Body = tb
 		return resp, nil
 	}
 }
@@ -514,16 +519,16 @@ type trackedBody struct {
 	failed  bool
 	now     func() time.Time
 	release func()
-	once    sync.Once
+	closed  atomic.Bool
 }
 
 func (b *trackedBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(func() {
+	if b.closed.CompareAndSwap(false, true) {
 		now := b.now()
 		b.in.End(now.Sub(b.start), b.failed, now)
 		b.release()
-	})
+	}
 	return err
 }
 
@@ -541,10 +546,24 @@ func (w *responseWriter) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code
 		if w.writeTimeout > 0 {
-			http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
+			w.extendDeadline()
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)
+}
+
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
+
+// extendDeadline moves the connection's write deadline. The common case
+// (net/http's own ResponseWriter) is found by type assertion, which unlike
+// http.NewResponseController does not allocate.
+func (w *responseWriter) extendDeadline() {
+	t := time.Now().Add(w.writeTimeout)
+	if d, ok := w.ResponseWriter.(writeDeadliner); ok {
+		d.SetWriteDeadline(t)
+		return
+	}
+	http.NewResponseController(w.ResponseWriter).SetWriteDeadline(t)
 }
 
 func (w *responseWriter) Write(b []byte) (int, error) {
@@ -562,11 +581,14 @@ func (w *responseWriter) Flush() {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	rc := http.NewResponseController(w.ResponseWriter)
 	if w.writeTimeout > 0 {
-		rc.SetWriteDeadline(time.Now().Add(w.writeTimeout))
+		w.extendDeadline()
 	}
-	rc.Flush()
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+		return
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // Unwrap lets http.ResponseController reach the connection (hijack,

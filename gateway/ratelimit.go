@@ -74,10 +74,22 @@ func (st *requestState) rateKey(k RateKey) string {
 			return "u:" + p.Subject
 		}
 	}
+	return st.ip()
+}
+
+// ip returns the client address as a string, formatted once per request.
+func (st *requestState) ip() string {
 	if st.ipKey == "" {
 		st.ipKey = st.clientIP.String()
 	}
 	return st.ipKey
+}
+
+// val returns a one-element header value backed by the request's state,
+// so setting a header does not allocate a slice.
+func (st *requestState) val(i int, v string) []string {
+	st.vals[i][0] = v
+	return st.vals[i][:1:1]
 }
 
 // limitHandler applies limits: those keyed by address or globally before
