@@ -2,6 +2,7 @@ package authn
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"encoding/base64"
@@ -125,15 +126,15 @@ func NewJWT(s JWTSettings) (*JWT, error) {
 	}
 	j := &JWT{
 		now:              s.Now,
-		maxBytes:         cmpOr(s.MaxTokenBytes, 8192),
-		rolesClaim:       cmpOr(s.RolesClaim, "roles"),
-		permissionsClaim: cmpOr(s.PermissionsClaim, "permissions"),
-		tenantClaim:      cmpOr(s.TenantClaim, "tenant_id"),
+		maxBytes:         cmp.Or(s.MaxTokenBytes, 8192),
+		rolesClaim:       cmp.Or(s.RolesClaim, "roles"),
+		permissionsClaim: cmp.Or(s.PermissionsClaim, "permissions"),
+		tenantClaim:      cmp.Or(s.TenantClaim, "tenant_id"),
 	}
 	if j.now == nil {
 		j.now = time.Now
 	}
-	leeway := cmpOr(s.Leeway, 30*time.Second)
+	leeway := cmp.Or(s.Leeway, 30*time.Second)
 	if len(s.Secret) > 0 {
 		j.secret = bytes.Clone(s.Secret)
 	}
@@ -155,8 +156,8 @@ func NewJWT(s JWTSettings) (*JWT, error) {
 			client:       s.HTTPClient,
 			logger:       s.Logger,
 			now:          j.now,
-			refresh:      cmpOr(s.JWKSRefresh, 10*time.Minute),
-			unknownEvery: cmpOr(s.JWKSUnknownKIDRateLimit, 30*time.Second),
+			refresh:      cmp.Or(s.JWKSRefresh, 10*time.Minute),
+			unknownEvery: cmp.Or(s.JWKSUnknownKIDRateLimit, 30*time.Second),
 			sem:          make(chan struct{}, 1),
 		}
 		if j.jwks.client == nil {
@@ -231,17 +232,9 @@ func NewJWT(s JWTSettings) (*JWT, error) {
 		}
 	}
 	if s.CacheSize >= 0 {
-		j.cache = newTokenCache(cmpOr(s.CacheSize, 10000))
+		j.cache = newTokenCache(cmp.Or(s.CacheSize, 10000))
 	}
 	return j, nil
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 func (j *JWT) checkAlgs(list []string) error {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -132,21 +133,14 @@ func compileEdge(c CORSSettings, s SecurityHeaders) (*edge, error) {
 		add("X-Frame-Options", s.FrameOptions, "DENY")
 		add("X-Content-Type-Options", s.ContentTypeOptions, "nosniff")
 		add("Referrer-Policy", s.ReferrerPolicy, "no-referrer")
-		if v := cmpOr(s.ContentSecurityPolicy, "default-src 'none'; frame-ancestors 'none'"); v != "-" {
+		if v := cmp.Or(s.ContentSecurityPolicy, "default-src 'none'; frame-ancestors 'none'"); v != "-" {
 			e.csp = []string{v}
 		}
-		if v := cmpOr(s.HSTS, "max-age=31536000; includeSubDomains"); v != "-" {
+		if v := cmp.Or(s.HSTS, "max-age=31536000; includeSubDomains"); v != "-" {
 			e.hsts = []string{v}
 		}
 	}
 	return e, nil
-}
-
-func cmpOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // allowOrigin reports whether origin may make cross-origin calls.

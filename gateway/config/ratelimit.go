@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -95,7 +96,7 @@ func (c *Config) rateLimits(client redis.UniversalClient, onErr func(error), cac
 	if !rl.Enabled {
 		return nil, perRoute, nil
 	}
-	algo := cmpOr(rl.Algorithm, "sliding_window")
+	algo := cmp.Or(rl.Algorithm, "sliding_window")
 	window := rl.Window.D()
 	add := func(name string, limit int, key gateway.RateKey) error {
 		if limit <= 0 {
@@ -122,23 +123,16 @@ func (c *Config) rateLimits(client redis.UniversalClient, onErr func(error), cac
 		if l == nil {
 			continue
 		}
-		name := "route:" + cmpOr(r.Name, fmt.Sprint(i))
+		name := "route:" + cmp.Or(r.Name, fmt.Sprint(i))
 		w := l.Window.D()
 		if w == 0 {
 			w = window
 		}
-		lim, err := c.limiter(cache, name, cmpOr(l.Algorithm, algo), l.Limit, l.Burst, w, client, onErr)
+		lim, err := c.limiter(cache, name, cmp.Or(l.Algorithm, algo), l.Limit, l.Burst, w, client, onErr)
 		if err != nil {
 			return nil, nil, fmt.Errorf("routes[%d].rate_limit: %w", i, err)
 		}
-		perRoute[i] = []gateway.RateLimitPolicy{{Name: name, Limiter: lim, Key: rateKeys[cmpOr(l.Key, "ip")], Limit: l.Limit, Window: w}}
+		perRoute[i] = []gateway.RateLimitPolicy{{Name: name, Limiter: lim, Key: rateKeys[cmp.Or(l.Key, "ip")], Limit: l.Limit, Window: w}}
 	}
 	return global, perRoute, nil
-}
-
-func cmpOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }

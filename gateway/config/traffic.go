@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -104,7 +105,7 @@ func (r Route) traffic(gr *gateway.Route) error {
 		if f.Service != "" {
 			gr.Fallback = &gateway.Fallback{Service: f.Service}
 		} else {
-			gr.Fallback = &gateway.Fallback{Problem: &gateway.Problem{Status: f.Status, Title: cmpOr(f.Title, "Service unavailable"), Detail: f.Detail, RetryAfter: f.RetryAfter.D()}}
+			gr.Fallback = &gateway.Fallback{Problem: &gateway.Problem{Status: f.Status, Title: cmp.Or(f.Title, "Service unavailable"), Detail: f.Detail, RetryAfter: f.RetryAfter.D()}}
 		}
 	}
 	return nil
