@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -39,7 +40,7 @@ func MintHS256(secret []byte, c MintClaims) (string, error) {
 	}
 	claims := jwt.MapClaims{
 		"iat": iat.Unix(),
-		"exp": iat.Add(cmpOr(c.TTL, 15*time.Minute)).Unix(),
+		"exp": iat.Add(cmp.Or(c.TTL, 15*time.Minute)).Unix(),
 	}
 	set := func(k string, v any, ok bool) {
 		if ok {
