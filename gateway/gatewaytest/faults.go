@@ -60,6 +60,7 @@ type Fault struct {
 // request the backend was serving has ended.
 type FaultBackend struct {
 	// Name identifies the backend in Echo bodies and X-Backend headers.
+	// It must not be changed.
 	Name string
 
 	tb    testing.TB // nil for StartFaultBackend

@@ -318,10 +318,11 @@ func TestFaultBackendNoGoroutineLeak(t *testing.T) {
 			do(t, c, "GET", b.URL(), nil)
 		}
 		hung := gatewaytest.NewFaultBackend(t, "killed", gatewaytest.Fault{Hang: true})
+		slow := newClient(t, time.Minute)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			do(t, newClient(t, time.Minute), "GET", hung.URL(), nil)
+			do(t, slow, "GET", hung.URL(), nil)
 		}()
 		waitFor(t, func() bool { return hung.Hits() == 1 })
 		hung.Kill()
@@ -329,7 +330,7 @@ func TestFaultBackendNoGoroutineLeak(t *testing.T) {
 		hung.Revive()
 		// Closed with a handler hanging and a client still waiting: Close
 		// must end it.
-		go do(t, newClient(t, time.Minute), "GET", hung.URL(), nil)
+		go do(t, slow, "GET", hung.URL(), nil)
 		waitFor(t, func() bool { return hung.Hits() == 2 })
 	})
 	var after int
