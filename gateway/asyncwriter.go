@@ -31,14 +31,35 @@ func NewAsyncWriter(out io.Writer, queue int) *AsyncWriter {
 	return a
 }
 
+// run writes the queue out, batching whatever has accumulated into one
+// write: under load that is one syscall for many lines, not one per line.
 func (a *AsyncWriter) run() {
 	defer close(a.done)
+	batch := make([]byte, 0, 64<<10)
 	for b := range a.queue {
-		a.out.Write(b)
-		if cap(b) <= 4096 {
-			b = b[:0]
-			a.pool.Put(&b)
+		batch = append(batch[:0], b...)
+		a.recycle(b)
+	more:
+		for len(batch) < 60<<10 {
+			select {
+			case b, ok := <-a.queue:
+				if !ok {
+					break more
+				}
+				batch = append(batch, b...)
+				a.recycle(b)
+			default:
+				break more
+			}
 		}
+		a.out.Write(batch)
+	}
+}
+
+func (a *AsyncWriter) recycle(b []byte) {
+	if cap(b) <= 4096 {
+		b = b[:0]
+		a.pool.Put(&b)
 	}
 }
 

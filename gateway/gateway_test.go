@@ -783,3 +783,21 @@ func TestNoGoroutineLeak(t *testing.T) {
 	buf := make([]byte, 1<<16)
 	t.Errorf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 }
+
+func TestAsyncWriterKeepsOrderAndBatches(t *testing.T) {
+	var out syncBuffer
+	w := gateway.NewAsyncWriter(&out, 4096)
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(w, "line %d\n", i)
+	}
+	w.Close()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1000-int(w.Dropped()) || w.Dropped() != 0 {
+		t.Fatalf("%d lines written, %d dropped", len(lines), w.Dropped())
+	}
+	for i, l := range lines {
+		if l != fmt.Sprintf("line %d", i) {
+			t.Fatalf("line %d = %q", i, l)
+		}
+	}
+}

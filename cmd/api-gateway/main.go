@@ -269,6 +269,14 @@ func newLogger(c *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
+func newAccessLogger(c *config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if c.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
 func newGateway(c *config.Config, logger *slog.Logger, opts ...config.Options) (*gateway.Gateway, error) {
 	var opt config.Options
 	if len(opts) > 0 {
@@ -333,7 +341,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	// (counted) instead of slowing requests down.
 	accessOut := gateway.NewAsyncWriter(stderr, 0)
 	defer accessOut.Close()
-	opts.AccessLog = newLogger(c, accessOut)
+	// Access records are Info: they are written whatever log.level is
+	// (log.access turns them off), so quieting operational logs never
+	// loses the request log.
+	opts.AccessLog = newAccessLogger(c, accessOut)
 	if u := c.Security.RateLimit.RedisURL; u != "" && c.Security.RateLimit.Enabled {
 		client, err := redisstore.NewClient(u)
 		if err != nil {
