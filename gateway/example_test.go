@@ -1,0 +1,64 @@
+package gateway_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+
+	"github.com/pyairtable/api-gateway/balancer"
+	"github.com/pyairtable/api-gateway/gateway"
+)
+
+// A gateway in front of one backend: a public route, and a route that
+// needs authentication (none is configured, so it answers 401).
+func Example() {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "users saw %s", r.URL.Path)
+	}))
+	defer backend.Close()
+
+	g, err := gateway.New(gateway.Config{
+		Services: []gateway.Service{{
+			Name:      "users",
+			Instances: []*balancer.Instance{balancer.MustInstance(backend.URL, 1)},
+		}},
+		Routes: []gateway.Route{
+			{Prefix: "/api/v1/users", Service: "users", Public: true},
+			{Prefix: "/api/v1/admin", Service: "users"},
+		},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+
+	for _, path := range []string{"/api/v1/users/me", "/api/v1/admin/x", "/nowhere"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			panic(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(resp.StatusCode, resp.Header.Get("Content-Type"), len(body) > 0)
+	}
+	// Output:
+	// 200 text/plain; charset=utf-8 true
+	// 401 application/problem+json true
+	// 404 application/problem+json true
+}
+
+// Resolve tells where a request would go without sending it.
+func ExampleGateway_Resolve() {
+	g, _ := gateway.New(gateway.Config{
+		Services: []gateway.Service{{Name: "files", Instances: []*balancer.Instance{balancer.MustInstance("http://127.0.0.1:8092", 1)}}},
+		Routes:   []gateway.Route{{Name: "files", Prefix: "/api/v1/files", Service: "files", StripPrefix: true}},
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	res := g.Resolve("GET", "", "/api/v1/files/../files/a.txt")
+	fmt.Println(res.Status, res.Route.Name, res.Service, res.Path)
+	// Output: 200 files files /a.txt
+}
