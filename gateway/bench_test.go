@@ -2,6 +2,13 @@ package gateway_test
 
 import (
 	"io"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pyairtable/api-gateway/authn"
+	"github.com/pyairtable/api-gateway/gateway/metrics"
+	"github.com/pyairtable/api-gateway/ratelimit"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -67,16 +74,45 @@ func BenchmarkProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The full chain: JWT auth (cached verify), per-IP rate limit,
+	// Prometheus metrics, JSON access log through the async writer, trace
+	// context, security headers.
+	reg := prometheus.NewRegistry()
+	m, _ := metrics.New(reg)
+	secret := []byte("bench-secret-0123456789abcdef-0123456789")
+	jwtAuth, _ := authn.NewJWT(authn.JWTSettings{Secret: secret})
+	token, _ := authn.MintHS256(secret, authn.MintClaims{Subject: "bench", TTL: time.Hour})
+	limiter, _ := ratelimit.NewSlidingWindow(ratelimit.Settings{Limit: 1 << 30, Window: time.Second})
+	logOut := gateway.NewAsyncWriter(io.Discard, 0)
+	b.Cleanup(func() { logOut.Close() })
+	routes := benchRoutesExternal("records")
+	for i := range routes {
+		routes[i].Public = false
+	}
+	full, err := gateway.New(gateway.Config{
+		Services:   []gateway.Service{{Name: "records", Instances: []*balancer.Instance{balancer.MustInstance(backend.URL, 1)}}},
+		Routes:     routes,
+		Transport:  gateway.TransportSettings{MaxIdleConnsPerHost: 1000},
+		Logger:     slog.New(slog.DiscardHandler),
+		Auth:       jwtAuth,
+		RateLimits: []gateway.RateLimitPolicy{{Name: "per_ip", Limiter: limiter, Key: gateway.KeyIP, Limit: 1 << 30, Window: time.Second}},
+		Metrics:    m,
+		AccessLog:  slog.New(slog.NewJSONHandler(logOut, nil)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		h    http.Handler
-	}{{"bare", bare}, {"gateway", g}} {
+	}{{"bare", bare}, {"gateway", g}, {"gateway_full_chain", full}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					req := httptest.NewRequest("GET", "http://api.example.com/api/v1/records/rec123?view=grid", nil)
 					req.RemoteAddr = "192.0.2.10:51234"
+					req.Header.Set("Authorization", "Bearer "+token)
 					w := &nopWriter{h: http.Header{}}
 					c.h.ServeHTTP(w, req)
 					if w.code != 200 {
