@@ -117,7 +117,7 @@ func appendJSONString(buf []byte, s string) []byte {
 // false when there is nobody to answer (the client went away).
 func problemFor(r *http.Request, err error) (p Problem, ok bool) {
 	var mbe *http.MaxBytesError
-	var nre *noRetryError
+	var nre *unavailableError
 	st := stateFrom(r.Context())
 	if st != nil {
 		if cp, ok := clientBodyProblem(st.body.err); ok {
@@ -146,11 +146,12 @@ func problemFor(r *http.Request, err error) (p Problem, ok bool) {
 	return p, true
 }
 
-// noRetryError carries a Retry-After hint with an unavailability error.
-type noRetryError struct {
+// unavailableError is "no instance available", with a hint of when one may
+// be (the soonest breaker reopening) for the Retry-After header.
+type unavailableError struct {
 	err        error
 	retryAfter time.Duration
 }
 
-func (e *noRetryError) Error() string { return e.err.Error() }
-func (e *noRetryError) Unwrap() error { return e.err }
+func (e *unavailableError) Error() string { return e.err.Error() }
+func (e *unavailableError) Unwrap() error { return e.err }

@@ -199,7 +199,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	if svc.svcBreaker != nil {
 		d, err := svc.svcBreaker.Allow()
 		if err != nil {
-			return nil, &noRetryError{err: balancer.ErrNoInstance, retryAfter: svc.svcBreaker.RetryAfter()}
+			return nil, &unavailableError{err: balancer.ErrNoInstance, retryAfter: svc.svcBreaker.RetryAfter()}
 		}
 		svcDone = d
 	}
@@ -220,7 +220,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, lastErr
 			}
 			report(svcDone, context.Canceled) // no attempt: nothing to count
-			return nil, &noRetryError{err: err, retryAfter: svc.retryAfter()}
+			return nil, &unavailableError{err: err, retryAfter: svc.retryAfter()}
 		}
 		var done func(error)
 		if b := m.breakers[in]; b != nil {
