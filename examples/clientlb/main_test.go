@@ -114,11 +114,16 @@ func TestTransportKeepsSucceeding(t *testing.T) {
 					t.Fatalf("request %d: %s, want 200 ok or 500 bad", i, got)
 				}
 			}
-			if !open() {
-				t.Fatalf("breakers after 2000 requests: %+v, want the failing one open", tr.Instances())
-			}
-			if fives != 3 || bad.Hits() != 3 {
-				t.Errorf("client saw %d 500s, the failing instance %d requests; want 3 and 3 (its breaker trips at 3)", fives, bad.Hits())
+			switch {
+			case open():
+				if fives != 3 || bad.Hits() != 3 {
+					t.Errorf("client saw %d 500s, the failing instance %d requests; want 3 and 3 (its breaker trips at 3)", fives, bad.Hits())
+				}
+			case bad.Hits() < 3 && int64(fives) == bad.Hits():
+				// The policy itself stopped choosing the failing instance
+				// (HealthScore penalises errors) before its breaker tripped.
+			default:
+				t.Fatalf("after 2000 requests: %+v, %d 500s; want the failing instance's breaker open or the instance avoided", tr.Instances(), fives)
 			}
 			for i := range 50 {
 				if got := get(c); got != "200 ok" {
