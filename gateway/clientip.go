@@ -70,7 +70,11 @@ func peerAddr(remote string) netip.Addr {
 // hop, so a client cannot smuggle an address past a proxy that appended
 // its own. The walk does not allocate.
 func (p Proxies) ClientIP(r *http.Request) netip.Addr {
-	peer := peerAddr(r.RemoteAddr)
+	return p.clientIP(peerAddr(r.RemoteAddr), r)
+}
+
+// clientIP is ClientIP for a peer address already parsed.
+func (p Proxies) clientIP(peer netip.Addr, r *http.Request) netip.Addr {
 	if !peer.IsValid() || len(p.prefixes) == 0 || !p.Contains(peer) {
 		return peer
 	}

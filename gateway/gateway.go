@@ -690,7 +690,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// included: the verdicts are queued per connection in arrival order.
 	framingErr := connguard.Check(r.Context())
 	t := g.tbl.Load()
-	viaProxy := !t.proxies.Empty() && t.proxies.Contains(peerAddr(r.RemoteAddr))
+	peer := peerAddr(r.RemoteAddr)
+	viaProxy := !t.proxies.Empty() && t.proxies.Contains(peer)
 	tls := r.TLS != nil || (viaProxy && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"))
 	t.edge.applySecurity(w.Header(), tls)
 	if framingErr == nil && g.serveSystem(w, r) {
@@ -710,7 +711,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h[headerRequestID] = []string{st.id}
 	st.startTrace(r, h)
-	st.clientIP = t.proxies.ClientIP(r)
+	st.clientIP = t.proxies.clientIP(peer, r)
 	st.viaProxy, st.tls, st.edge, st.table = viaProxy, tls, t.edge, t
 	r = r.WithContext(st)
 	defer g.finish(st, r)
