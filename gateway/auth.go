@@ -182,14 +182,10 @@ func (g *Gateway) writeAuthError(w http.ResponseWriter, r *http.Request, err err
 	WriteProblem(w, r, ProblemUnauthorized)
 }
 
-// setIdentity replaces every identity header of the outbound request with
-// the principal's.
+// setIdentity sets the identity headers of the outbound request from the
+// principal. stripClientHeaders has removed whatever the client sent under
+// those names.
 func setIdentity(h http.Header, p *authn.Principal) {
-	for k := range h {
-		if isIdentityHeader(k) {
-			delete(h, k)
-		}
-	}
 	if p == nil {
 		return
 	}

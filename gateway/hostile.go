@@ -124,13 +124,13 @@ func headerLines(h http.Header) int {
 }
 
 // stripClientHeaders removes from the outbound request what the client may
-// not pass on: underscore headers and routing overrides.
+// not pass on, in one pass over the headers: identity headers in any
+// spelling (the gateway alone sets them), underscore headers and routing
+// overrides.
 func stripClientHeaders(h http.Header, allowUnderscore, allowOverride bool) {
-	if !allowUnderscore {
-		for k := range h {
-			if strings.IndexByte(k, '_') >= 0 {
-				delete(h, k)
-			}
+	for k := range h {
+		if isIdentityHeader(k) || (!allowUnderscore && strings.IndexByte(k, '_') >= 0) {
+			delete(h, k)
 		}
 	}
 	if !allowOverride {

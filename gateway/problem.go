@@ -36,7 +36,6 @@ var (
 	ProblemTimeout          = Problem{Type: "backend-timeout", Title: "The backend did not answer in time", Status: http.StatusGatewayTimeout}
 	ProblemBodyTooLarge     = Problem{Type: "body-too-large", Title: "Request body too large", Status: http.StatusRequestEntityTooLarge}
 	ProblemBadRequest       = Problem{Type: "bad-request", Title: "Malformed request", Status: http.StatusBadRequest}
-	ProblemShuttingDown     = Problem{Type: "shutting-down", Title: "The gateway is shutting down", Status: http.StatusServiceUnavailable}
 )
 
 // errUpstreamTimeout is the cancellation cause set when a service timeout

@@ -125,11 +125,11 @@ func rewrite(pr *httputil.ProxyRequest, strip string, tr *transform.Transform) {
 		h["X-Real-Ip"] = st.val(2, st.ip())
 		h[headerRequestID] = st.val(3, st.id)
 		st.injectTrace(h)
-		setIdentity(h, st.principal)
 		allowOverride := st.route != nil && st.route.route.AllowOverrideHeaders
 		stripClientHeaders(h, st.table != nil && st.table.limits.AllowUnderscoreHeaders, allowOverride)
+		setIdentity(h, st.principal)
 	} else {
-		setIdentity(h, nil)
+		stripClientHeaders(h, false, false)
 	}
 	// Only WebSocket upgrades are forwarded, and only on routes that allow
 	// them; h2c and other protocol switches would hand the client a raw

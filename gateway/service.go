@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -219,17 +220,11 @@ type service struct {
 	failStatus [600]bool
 	retryOn    [600]bool
 	now        func() time.Time
-	logger     loggerLike
+	logger     *slog.Logger
 	metrics    *metrics.Metrics
 	removed    []*balancer.Instance // left in the last update; drained once it is live
 	up         *upstream            // the service's RoundTripper
 	mu         sync.Mutex           // serialises membership changes
-}
-
-// loggerLike is the slice of *slog.Logger the service uses.
-type loggerLike interface {
-	Info(msg string, args ...any)
-	Warn(msg string, args ...any)
 }
 
 func (s *service) pool() []*balancer.Instance { return s.m.Load().pool }
@@ -281,7 +276,7 @@ func (s *service) replaceMembers(pool []*balancer.Instance) (removed []*balancer
 	for _, gone := range byURL {
 		removed = append(removed, gone)
 	}
-	if len(removed) > 0 && s.logger != nil {
+	if len(removed) > 0 {
 		s.logger.Info("instances removed; draining", "service", s.name, "removed", len(removed), "instances", len(next.pool))
 	}
 	return removed
@@ -305,9 +300,7 @@ func (s *service) newBreaker(in *balancer.Instance) *breaker.Circuit {
 		default:
 			in.SetFlag(balancer.BreakerOpen, false)
 		}
-		if s.logger != nil {
-			s.logger.Warn("circuit breaker", "service", s.name, "instance", in.String(), "from", from.String(), "to", to.String())
-		}
+		s.logger.Warn("circuit breaker", "service", s.name, "instance", in.String(), "from", from.String(), "to", to.String())
 		s.metrics.BreakerTransition(s.name, in.String(), from.String(), to.String())
 		s.metrics.BreakerState(s.name, in.String(), breakerGauge(to))
 	}

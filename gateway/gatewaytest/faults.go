@@ -331,15 +331,7 @@ func (b *FaultBackend) answer(w http.ResponseWriter, r *http.Request, l *life, f
 		w.WriteHeader(status)
 		return
 	}
-	body, _ := json.Marshal(Echo{
-		Service: b.Name,
-		Method:  r.Method,
-		Path:    r.URL.Path,
-		RawPath: r.URL.RawPath,
-		Query:   r.URL.RawQuery,
-		Host:    r.Host,
-		Headers: r.Header,
-	})
+	body, _ := json.Marshal(echoOf(b.Name, r))
 	body = append(body, '\n')
 	h.Set("Content-Type", "application/json")
 	// The full length is announced so a client sees a stalled body as

@@ -34,18 +34,22 @@ type Echo struct {
 // service names the backend in the answer.
 func EchoHandler(service string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := Echo{
-			Service: service,
-			Method:  r.Method,
-			Path:    r.URL.Path,
-			RawPath: r.URL.RawPath,
-			Query:   r.URL.RawQuery,
-			Host:    r.Host,
-			Headers: r.Header,
-		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(e)
+		json.NewEncoder(w).Encode(echoOf(service, r))
 	})
+}
+
+// echoOf describes r as the echo backend named service answers it.
+func echoOf(service string, r *http.Request) Echo {
+	return Echo{
+		Service: service,
+		Method:  r.Method,
+		Path:    r.URL.Path,
+		RawPath: r.URL.RawPath,
+		Query:   r.URL.RawQuery,
+		Host:    r.Host,
+		Headers: r.Header,
+	}
 }
 
 // Backend is a real HTTP server on 127.0.0.1 that counts requests and
@@ -150,5 +154,5 @@ func (b *Backend) LastEcho(t testing.TB) Echo {
 	if r == nil {
 		t.Fatal("the backend received no request")
 	}
-	return Echo{Service: b.Name, Method: r.Method, Path: r.URL.Path, RawPath: r.URL.RawPath, Query: r.URL.RawQuery, Host: r.Host, Headers: r.Header}
+	return echoOf(b.Name, r)
 }
