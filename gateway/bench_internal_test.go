@@ -105,3 +105,26 @@ func BenchmarkHealthEndpoint(b *testing.B) {
 		b.Fatalf("status %d", w.code)
 	}
 }
+
+// TestHealthDoesNotAllocate keeps the probe endpoint free of allocations
+// (BenchmarkHealthEndpoint measures the same path).
+func TestHealthDoesNotAllocate(t *testing.T) {
+	g, err := New(Config{
+		Services: []Service{{Name: "s", Instances: []*balancer.Instance{balancer.MustInstance("http://127.0.0.1:1", 1)}}},
+		Routes:   benchRoutes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "/health", nil)
+	req.RemoteAddr = "192.0.2.1:1234"
+	w := &discardWriter{h: http.Header{}}
+	g.ServeHTTP(w, req)
+	allocs := testing.AllocsPerRun(1000, func() {
+		clear(w.h)
+		g.ServeHTTP(w, req)
+	})
+	if allocs != 0 || w.code != 200 {
+		t.Errorf("/health: %v allocs per request, status %d; want 0 and 200", allocs, w.code)
+	}
+}

@@ -690,8 +690,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// included: the verdicts are queued per connection in arrival order.
 	framingErr := connguard.Check(r.Context())
 	t := g.tbl.Load()
-	peer := peerAddr(r.RemoteAddr)
-	viaProxy := !t.proxies.Empty() && t.proxies.Contains(peer)
+	// The peer address is parsed once, and only when needed: system
+	// endpoints answer without it unless proxies are configured.
+	var peer netip.Addr
+	viaProxy := false
+	if !t.proxies.Empty() {
+		peer = peerAddr(r.RemoteAddr)
+		viaProxy = t.proxies.Contains(peer)
+	}
 	tls := r.TLS != nil || (viaProxy && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"))
 	t.edge.applySecurity(w.Header(), tls)
 	if framingErr == nil && g.serveSystem(w, r) {
@@ -711,6 +717,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h[headerRequestID] = []string{st.id}
 	st.startTrace(r, h)
+	if !peer.IsValid() {
+		peer = peerAddr(r.RemoteAddr)
+	}
 	st.clientIP = t.proxies.clientIP(peer, r)
 	st.viaProxy, st.tls, st.edge, st.table = viaProxy, tls, t.edge, t
 	r = r.WithContext(st)
