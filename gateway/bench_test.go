@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"context"
 	"io"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,10 +51,21 @@ func (p pool32k) Put(b []byte) {
 	}
 }
 
-// BenchmarkProxy compares the full gateway with a bare, tuned
-// httputil.ReverseProxy in the same run, both calling a real backend over
-// loopback. Run with -benchmem; the ratio of ns/op is the figure to quote.
-func BenchmarkProxy(b *testing.B) {
+// benchTarget is one handler the proxy benchmarks compare.
+type benchTarget struct {
+	name string
+	h    http.Handler
+	gw   *gateway.Gateway // nil for the bare ReverseProxy
+}
+
+// benchTargets builds the handlers BenchmarkProxy and BenchmarkServe
+// compare, all calling the same real backend: a bare, tuned
+// httputil.ReverseProxy; the gateway with routing and proxying only; and
+// the full chain: JWT auth (cached verify), per-IP rate limit (not hit),
+// Prometheus metrics, JSON access log through the async writer, trace
+// context, security headers. It also returns the bearer token the full
+// chain accepts.
+func benchTargets(b *testing.B) ([]benchTarget, string) {
 	backend := benchBackend(b)
 	target, _ := url.Parse(backend.URL)
 	tr := &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000}
@@ -70,13 +83,11 @@ func BenchmarkProxy(b *testing.B) {
 		Routes:    benchRoutesExternal("records"),
 		Transport: gateway.TransportSettings{MaxIdleConnsPerHost: 1000},
 		Logger:    slog.New(slog.DiscardHandler),
+		Server:    gateway.ServerSettings{ShutdownDelay: -1},
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The full chain: JWT auth (cached verify), per-IP rate limit,
-	// Prometheus metrics, JSON access log through the async writer, trace
-	// context, security headers.
 	reg := prometheus.NewRegistry()
 	m, _ := metrics.New(reg)
 	secret := []byte("bench-secret-0123456789abcdef-0123456789")
@@ -97,15 +108,22 @@ func BenchmarkProxy(b *testing.B) {
 		Auth:       jwtAuth,
 		RateLimits: []gateway.RateLimitPolicy{{Name: "per_ip", Limiter: limiter, Key: gateway.KeyIP, Limit: 1 << 30, Window: time.Second}},
 		Metrics:    m,
-		AccessLog:  slog.New(slog.NewJSONHandler(logOut, nil)),
+		AccessLog:  gateway.NewAccessLog(logOut, "json"),
+		Server:     gateway.ServerSettings{ShutdownDelay: -1},
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, c := range []struct {
-		name string
-		h    http.Handler
-	}{{"bare", bare}, {"gateway", g}, {"gateway_full_chain", full}} {
+	return []benchTarget{{"bare", bare, nil}, {"gateway", g, g}, {"gateway_full_chain", full, full}}, token
+}
+
+// BenchmarkProxy compares the gateway with a bare, tuned
+// httputil.ReverseProxy in the same run, both calling a real backend over
+// loopback, handler to handler (no client connection). Run with -benchmem;
+// the ratio of ns/op is the figure to quote.
+func BenchmarkProxy(b *testing.B) {
+	targets, token := benchTargets(b)
+	for _, c := range targets {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
@@ -117,6 +135,60 @@ func BenchmarkProxy(b *testing.B) {
 					c.h.ServeHTTP(w, req)
 					if w.code != 200 {
 						b.Fatalf("status %d", w.code)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkServe is BenchmarkProxy through real servers: keep-alive
+// clients on loopback, the bare proxy behind a plain http.Server, the
+// gateways behind their own Serve (connection guard, limits, timeouts).
+// It counts what the handler benchmark cannot: reading the request and
+// writing the response headers. ns/op and allocs/op include the client
+// and the backend, the same in every target.
+func BenchmarkServe(b *testing.B) {
+	targets, token := benchTargets(b)
+	for _, c := range targets {
+		b.Run(c.name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			if c.gw != nil {
+				go func() { done <- c.gw.Serve(ctx, ln) }()
+			} else {
+				srv := &http.Server{Handler: c.h, ReadHeaderTimeout: 10 * time.Second}
+				go func() { done <- srv.Serve(ln) }()
+				go func() { <-ctx.Done(); srv.Close() }()
+			}
+			client := &http.Transport{MaxIdleConnsPerHost: 1000}
+			defer func() {
+				client.CloseIdleConnections()
+				cancel()
+				<-done
+			}()
+			url := "http://" + ln.Addr().String() + "/api/v1/records/rec123?view=grid"
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				req, _ := http.NewRequest("GET", url, nil)
+				req.Header.Set("Authorization", "Bearer "+token)
+				for pb.Next() {
+					resp, err := client.RoundTrip(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+						return
 					}
 				}
 			})

@@ -276,6 +276,7 @@ type Gateway struct {
 	wsByUser       connCounter
 	broadcast      http.Handler
 	accessLog      *slog.Logger
+	fastLog        *accessLogHandler // accessLog's handler, when NewAccessLog made it
 	sample         float64
 	exporter       tracecontext.Exporter
 
@@ -315,6 +316,9 @@ func New(cfg Config) (*Gateway, error) {
 		accessLog:      cfg.AccessLog,
 		sample:         cfg.AccessLogSample,
 		exporter:       cfg.TraceExporter,
+	}
+	if g.accessLog != nil {
+		g.fastLog, _ = g.accessLog.Handler().(*accessLogHandler)
 	}
 	if g.sample <= 0 {
 		g.sample = 1
@@ -608,21 +612,25 @@ type requestState struct {
 	tls       bool // the client connected with TLS (directly or via a trusted proxy)
 	principal *authn.Principal
 	edge      *edge
-	table     *table      // the configuration the request is routed by
-	tracked   trackedBody // the response body's accounting
-	vals      [4][1]string
-	svc       *service  // the service chosen by a split or fallback, if not the route's
-	body      bodyWatch // the client's body, watched for read failures
-	wsRelease func()    // frees the WebSocket connection slots of an upgrade
-	tunnel    bool      // the upgrade succeeded: the tunnel now owns wsRelease
+	table     *table       // the configuration the request is routed by
+	tracked   trackedBody  // the response body's accounting
+	vals      [5][1]string // header values: see val
+	idBuf     [36]byte     // a generated request id; st.id aliases it
+	svc       *service     // the service chosen by a split or fallback, if not the route's
+	body      bodyWatch    // the client's body, watched for read failures
+	wsRelease func()       // frees the WebSocket connection slots of an upgrade
+	tunnel    bool         // the upgrade succeeded: the tunnel now owns wsRelease
 
 	ipKey        string // client address as a rate-limit key, made once
 	rate         *compiledLimit
 	rateDecision ratelimit.Decision
 	rateVals     [4]string
+	numBuf       [20]byte // a large Remaining in decimal; rateVals[1] may alias it
+	numUsed      bool     // numBuf is frozen into a string
 
 	trace    tracecontext.Context
 	traceVal [1]string
+	traceBuf [55]byte // the traceparent value; traceVal aliases it
 	rw       responseWriter
 	gw       *Gateway
 }
@@ -712,10 +720,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get(headerRequestID); validRequestID(id) {
 		st.id = id
 	} else {
-		st.id = newRequestID()
+		newRequestID(&st.idBuf)
+		st.id = frozen(st.idBuf[:])
 	}
 	h := w.Header()
-	h[headerRequestID] = []string{st.id}
+	h[headerRequestID] = st.val(4, st.id)
 	st.startTrace(r, h)
 	if !peer.IsValid() {
 		peer = peerAddr(r.RemoteAddr)

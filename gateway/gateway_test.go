@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -782,6 +783,78 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 	buf := make([]byte, 1<<16)
 	t.Errorf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+}
+
+// A line is written within about FlushInterval even when nothing else
+// comes to fill the buffer.
+func TestAsyncWriterFlushesOnTime(t *testing.T) {
+	var out syncBuffer
+	w := gateway.NewAsyncWriter(&out, 0)
+	defer w.Close()
+	start := time.Now()
+	w.Write([]byte("lonely line\n"))
+	for out.String() == "" {
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("the line was not written within 2s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if d := time.Since(start); d < gateway.FlushInterval/2 {
+		t.Logf("written after %v", d) // early is fine, just unexpected
+	}
+}
+
+// blockingWriter holds every write until released.
+type blockingWriter struct {
+	release chan struct{}
+	mu      sync.Mutex
+	lines   int
+}
+
+func (b *blockingWriter) Write(p []byte) (int, error) {
+	<-b.release
+	b.mu.Lock()
+	b.lines += bytes.Count(p, []byte("\n"))
+	b.mu.Unlock()
+	return len(p), nil
+}
+
+// A stuck sink costs lines, never a blocked request: Write returns at once
+// and what does not fit is counted as dropped.
+func TestAsyncWriterDropsWhenTheSinkIsStuck(t *testing.T) {
+	sink := &blockingWriter{release: make(chan struct{})}
+	w := gateway.NewAsyncWriter(sink, 10)
+	start := time.Now()
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(w, "line %d\n", i)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("100 writes to a stuck sink took %v", d)
+	}
+	if w.Dropped() < 80 {
+		t.Errorf("dropped %d of 100 lines with room for 10 (plus one batch in flight)", w.Dropped())
+	}
+	close(sink.release)
+	w.Close()
+	if got := sink.lines + int(w.Dropped()); got != 100 {
+		t.Errorf("%d written + %d dropped != 100", sink.lines, w.Dropped())
+	}
+}
+
+// Steady state: buffering a line allocates nothing.
+func TestAsyncWriterWriteDoesNotAllocate(t *testing.T) {
+	w := gateway.NewAsyncWriter(io.Discard, 0)
+	defer w.Close()
+	line := []byte(`{"level":"INFO","msg":"request","path":"/api/v1/records"}` + "\n")
+	for round := 0; round < 3; round++ { // grow both buffers
+		for i := 0; i < 300; i++ {
+			w.Write(line)
+		}
+		time.Sleep(2 * gateway.FlushInterval)
+	}
+	if n := testing.AllocsPerRun(100, func() { w.Write(line) }); n != 0 {
+		t.Errorf("%v allocs per line", n)
+	}
 }
 
 func TestAsyncWriterKeepsOrderAndBatches(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/pyairtable/api-gateway/gateway/metrics"
@@ -37,7 +38,7 @@ func TraceContext(ctx context.Context) (tracecontext.Context, bool) {
 // the client in traceparent.
 func (st *requestState) startTrace(r *http.Request, h http.Header) {
 	st.trace = tracecontext.Start(r.Header)
-	st.traceVal[0] = st.trace.Traceparent()
+	st.traceVal[0] = frozen(st.trace.AppendTraceparent(st.traceBuf[:0]))
 	h[headerTraceparent] = st.traceVal[:1:1]
 }
 
@@ -76,34 +77,26 @@ func (g *Gateway) finish(st *requestState, r *http.Request) {
 			m.InFlight(route, -1)
 		}
 	}
-	if l := g.accessLog; l != nil && (status >= 400 || g.sample >= 1 || rand.Float64() < g.sample) {
-		level := slog.LevelInfo
+	if g.accessLog != nil && (status >= 400 || g.sample >= 1 || rand.Float64() < g.sample) {
+		line := accessLine{time: end, level: slog.LevelInfo, service: service, route: route,
+			method: r.Method, path: r.URL.Path, // never the query: it may carry credentials
+			status: status, duration: dur, bytes: st.rw.bytes, clientIP: st.clientIP,
+			requestID: st.id, traceID: st.trace.TraceID, attempts: st.attempts}
 		if status >= 500 {
-			level = slog.LevelWarn
+			line.level = slog.LevelWarn
 		}
-		instance := ""
 		if st.instance != nil {
-			instance = st.instance.String()
+			line.instance = st.instance.String()
 		}
-		l.LogAttrs(context.Background(), level, "request",
-			slog.String("service", service),
-			slog.String("instance", instance),
-			slog.String("route", route),
-			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path), // never the query: it may carry credentials
-			slog.Int("status", status),
-			slog.String("duration", dur.String()),
-			slog.Float64("duration_ms", float64(dur.Microseconds())/1000),
-			slog.Int64("bytes", st.rw.bytes),
-			slog.String("client_ip", st.ip()),
-			slog.String("request_id", st.id),
-			slog.String("trace_id", st.trace.TraceID.String()),
-			slog.Int("attempts", st.attempts),
-		)
+		if h := g.fastLog; h != nil {
+			h.log(&line)
+		} else {
+			line.logTo(g.accessLog)
+		}
 	}
 	if x := g.exporter; x != nil {
 		span := &tracecontext.Span{Context: st.trace, Name: r.Method + " " + route, Start: st.start, End: end, Status: status,
-			Attributes: []tracecontext.Attr{{Key: "http.route", Value: route}, {Key: "gateway.service", Value: service}, {Key: "gateway.request_id", Value: st.id}}}
+			Attributes: []tracecontext.Attr{{Key: "http.route", Value: route}, {Key: "gateway.service", Value: service}, {Key: "gateway.request_id", Value: strings.Clone(st.id)}}} // an exporter may keep spans: do not pin the request's state
 		x.ExportSpan(span)
 	}
 }

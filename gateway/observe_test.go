@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -134,7 +133,7 @@ func TestMetricsLogsAndTraces(t *testing.T) {
 		Auth:           jwtAuth,
 		Metrics:        m,
 		MetricsHandler: m.Handler(reg),
-		AccessLog:      slog.New(slog.NewJSONHandler(logs, nil)),
+		AccessLog:      gateway.NewAccessLog(logs, "json"),
 		TraceExporter:  spans,
 	})
 	_ = g

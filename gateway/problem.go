@@ -92,26 +92,6 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 	w.Write(buf)
 }
 
-// appendJSONString appends s as a JSON string. Unlike strconv.AppendQuote
-// it escapes only what JSON requires, plus <, > and & so that a problem
-// body is safe to embed in HTML.
-func appendJSONString(buf []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	buf = append(buf, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			buf = append(buf, '\\', c)
-		case c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x7f:
-			buf = append(buf, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		default:
-			buf = append(buf, c)
-		}
-	}
-	return append(buf, '"')
-}
-
 // problemFor maps an upstream error to the problem the client sees. ok is
 // false when there is nobody to answer (the client went away).
 func problemFor(r *http.Request, err error) (p Problem, ok bool) {

@@ -325,11 +325,13 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			at.release()
 			return resp, nil
 		}
-		tb := &trackedBody{}
+		var tb *trackedBody
 		if st != nil {
 			tb = &st.tracked // one per request: no allocation
+		} else {
+			tb = new(trackedBody)
 		}
-		*tb = trackedBody{ReadCloser: resp.Body, in: in, start: start, failed: failed, now: u.now, release: at.release}
+		tb.ReadCloser, tb.in, tb.start, tb.failed, tb.now, tb.at = resp.Body, in, start, failed, u.now, at
 		resp.Body = tb
 		return resp, nil
 	}
@@ -514,12 +516,12 @@ func isStream(resp *http.Response) bool {
 // body is done, so least-connections sees streams as busy.
 type trackedBody struct {
 	io.ReadCloser
-	in      *balancer.Instance
-	start   time.Time
-	failed  bool
-	now     func() time.Time
-	release func()
-	closed  atomic.Bool
+	in     *balancer.Instance
+	start  time.Time
+	failed bool
+	now    func() time.Time
+	at     attempt // released with the body, not before: it may cancel the read
+	closed atomic.Bool
 }
 
 func (b *trackedBody) Close() error {
@@ -527,7 +529,7 @@ func (b *trackedBody) Close() error {
 	if b.closed.CompareAndSwap(false, true) {
 		now := b.now()
 		b.in.End(now.Sub(b.start), b.failed, now)
-		b.release()
+		b.at.release()
 	}
 	return err
 }

@@ -45,6 +45,7 @@ var ProblemRateLimited = Problem{Type: "rate-limited", Title: "Too many requests
 type compiledLimit struct {
 	RateLimitPolicy
 	policyHeader string
+	limitHeader  string // Limit in decimal, for decisions that report it
 }
 
 func compileLimits(ps []RateLimitPolicy) []compiledLimit {
@@ -54,7 +55,7 @@ func compileLimits(ps []RateLimitPolicy) []compiledLimit {
 			continue
 		}
 		h := strconv.Itoa(p.Limit) + ";w=" + strconv.FormatInt(int64((p.Window+time.Second-1)/time.Second), 10)
-		out = append(out, compiledLimit{RateLimitPolicy: p, policyHeader: h})
+		out = append(out, compiledLimit{RateLimitPolicy: p, policyHeader: h, limitHeader: strconv.Itoa(p.Limit)})
 	}
 	return out
 }
@@ -153,7 +154,22 @@ func itoa(n int) string {
 func (st *requestState) setRateHeaders(h http.Header, l *compiledLimit, d ratelimit.Decision) {
 	reset := int((d.Reset + time.Second - 1) / time.Second)
 	v := &st.rateVals
-	v[0], v[1], v[2], v[3] = itoa(d.Limit), itoa(max(d.Remaining, 0)), itoa(reset), l.policyHeader
+	v[0] = l.limitHeader
+	if d.Limit != l.Limit {
+		v[0] = itoa(d.Limit)
+	}
+	v[1] = itoa(max(d.Remaining, 0))
+	if d.Remaining >= len(smallInts) {
+		if st.numUsed {
+			// Already frozen into a string for an earlier header: never
+			// write under it.
+			v[1] = strconv.Itoa(d.Remaining)
+		} else {
+			v[1] = frozen(strconv.AppendInt(st.numBuf[:0], int64(d.Remaining), 10))
+			st.numUsed = true
+		}
+	}
+	v[2], v[3] = itoa(reset), l.policyHeader
 	h["Ratelimit-Limit"] = v[0:1:1]
 	h["Ratelimit-Remaining"] = v[1:2:2]
 	h["Ratelimit-Reset"] = v[2:3:3]

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"math/rand/v2"
+	"unsafe"
 )
 
 // maxRequestIDLen bounds a client-supplied X-Request-ID; longer ones are
@@ -27,12 +28,11 @@ func validRequestID(s string) bool {
 	return true
 }
 
-// newRequestID returns a random UUIDv4. math/rand/v2's global source is a
-// per-thread ChaCha8 generator: unpredictable enough for ids and far
-// cheaper than a syscall per request.
-func newRequestID() string {
+// newRequestID writes a random UUIDv4 into b. math/rand/v2's global
+// source is a per-thread ChaCha8 generator: unpredictable enough for ids
+// and far cheaper than a syscall per request.
+func newRequestID(b *[36]byte) {
 	const hex = "0123456789abcdef"
-	var b [36]byte
 	a, c := rand.Uint64(), rand.Uint64()
 	a = a&^(0xf<<12) | 4<<12 // version 4
 	c = c&^(3<<62) | 2<<62   // RFC 4122 variant
@@ -51,7 +51,17 @@ func newRequestID() string {
 		b[j], b[j+1] = hex[v>>4], hex[v&0xf]
 		j += 2
 	}
-	return string(b[:])
+}
+
+// frozen returns b as a string without copying. The caller must never
+// write to b again; the string keeps b's enclosing object alive, which for
+// the per-request state is what we want: ids and trace headers are made
+// once per request and die with it, without an allocation each.
+func frozen(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // RequestID returns the request id the gateway assigned to the request

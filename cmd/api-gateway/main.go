@@ -270,11 +270,7 @@ func newLogger(c *config.Config, w io.Writer) *slog.Logger {
 }
 
 func newAccessLogger(c *config.Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-	if c.Log.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return gateway.NewAccessLog(w, c.Log.Format)
 }
 
 func newGateway(c *config.Config, logger *slog.Logger, opts ...config.Options) (*gateway.Gateway, error) {
