@@ -696,7 +696,11 @@ var headerRequestID = http.CanonicalHeaderKey("X-Request-ID")
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Every request takes its framing verdict first, system endpoints
 	// included: the verdicts are queued per connection in arrival order.
-	framingErr := connguard.Check(r.Context())
+	conn, _ := connguard.FromContext(r.Context())
+	var framingErr error
+	if conn != nil {
+		framingErr = conn.Check()
+	}
 	t := g.tbl.Load()
 	// The peer address is parsed once, and only when needed: system
 	// endpoints answer without it unless proxies are configured.
@@ -715,7 +719,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer g.inflight.Add(-1)
 
 	st := &requestState{Context: r.Context(), start: g.now(), gw: g}
-	st.rw = responseWriter{ResponseWriter: w, writeTimeout: g.server.WriteTimeout}
+	st.rw = responseWriter{ResponseWriter: w, writeTimeout: g.server.WriteTimeout, conn: conn}
 	w = &st.rw
 	if id := r.Header.Get(headerRequestID); validRequestID(id) {
 		st.id = id

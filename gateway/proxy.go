@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pyairtable/api-gateway/balancer"
+	"github.com/pyairtable/api-gateway/gateway/connguard"
 	"github.com/pyairtable/api-gateway/gateway/transform"
 )
 
@@ -542,6 +543,7 @@ type responseWriter struct {
 	status       int
 	bytes        int64
 	writeTimeout time.Duration
+	conn         *connguard.Conn // keeps the deadline lazily, when Serve's guard is there
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -560,7 +562,11 @@ type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 // (net/http's own ResponseWriter) is found by type assertion, which unlike
 // http.NewResponseController does not allocate.
 func (w *responseWriter) extendDeadline() {
-	t := time.Now().Add(w.writeTimeout)
+	now := time.Now()
+	if w.conn != nil && w.conn.ExtendWriteDeadline(now) {
+		return
+	}
+	t := now.Add(w.writeTimeout)
 	if d, ok := w.ResponseWriter.(writeDeadliner); ok {
 		d.SetWriteDeadline(t)
 		return

@@ -89,6 +89,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	ln = connguard.Listen(LimitListener(ln, s.Concurrency), connguard.Settings{
 		MaxConnsPerIP: g.tbl.Load().limits.MaxConnsPerIP,
 		MaxHeadBytes:  s.MaxHeaderBytes + 4096,
+		WriteTimeout:  s.WriteTimeout,
 	})
 	srv.ConnContext = connguard.ConnContext
 	errc := make(chan error, 1)

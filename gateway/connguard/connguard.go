@@ -48,6 +48,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrBadFraming is wrapped by every error [Check] returns.
@@ -81,6 +82,19 @@ type Settings struct {
 	// that field is set, so the handler never calls Check for them and the
 	// guard must not queue a verdict for them.
 	DisableGeneralOptionsHandler bool
+
+	// WriteTimeout, when positive, keeps a write deadline on every
+	// connection that is at least WriteTimeout/2 ahead whenever request
+	// bytes arrive, so a client that stops reading cannot hold a response
+	// write (the server's own error answers and 100 Continue included)
+	// forever, while a keep-alive connection never carries a stale
+	// deadline into its next request. The deadline moves only when less
+	// than half of it is left: one timer update per WriteTimeout/2 instead
+	// of one per request. Streams extend it with [Conn.ExtendWriteDeadline].
+	// The guard owns the write deadline until the connection is hijacked
+	// (see [Conn.SetWriteDeadline]). Use it with http.Server.WriteTimeout
+	// zero.
+	WriteTimeout time.Duration
 }
 
 // Stats are cumulative counters of a [Listener].
@@ -101,6 +115,7 @@ type Listener struct {
 	maxPerIP int
 	maxHead  int64
 	options  bool // a verdict is queued for "OPTIONS *"
+	wt       time.Duration
 
 	mu    sync.Mutex
 	perIP map[netip.Addr]int // open connections per IP; an entry is deleted at zero
@@ -119,6 +134,7 @@ func Listen(ln net.Listener, s Settings) *Listener {
 		maxPerIP: max(s.MaxConnsPerIP, 0),
 		maxHead:  int64(s.MaxHeadBytes),
 		options:  s.DisableGeneralOptionsHandler,
+		wt:       max(s.WriteTimeout, 0),
 	}
 	if l.maxHead <= 0 {
 		l.maxHead = DefaultMaxHeadBytes
@@ -227,17 +243,82 @@ type Conn struct {
 	capped bool
 	closed atomic.Bool
 
+	wdl      atomic.Int64 // the write deadline last set, in Unix ns; 0 for none
+	hijacked atomic.Bool  // the deadline belongs to whoever took the connection
+
 	s sniffer
 }
 
 // Read reads from the wrapped connection and feeds what it got to the
-// sniffer before returning it.
+// sniffer before returning it. Request bytes also move the write deadline
+// (see Settings.WriteTimeout).
 func (c *Conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 && c.s.term.Load() == nil {
 		c.s.feed(b[:n])
+		if c.l.wt > 0 {
+			c.ExtendWriteDeadline(time.Now())
+		}
 	}
 	return n, err
+}
+
+// ExtendWriteDeadline makes sure the write deadline is at least
+// Settings.WriteTimeout/2 after now, moving it to now + WriteTimeout when
+// it is not. It reports false, doing nothing, when the listener has no
+// WriteTimeout: the caller must then set deadlines itself. Once the
+// connection was hijacked it leaves the deadline alone. Safe for
+// concurrent use.
+func (c *Conn) ExtendWriteDeadline(now time.Time) bool {
+	wt := c.l.wt
+	if wt <= 0 {
+		return false
+	}
+	if c.hijacked.Load() {
+		return true
+	}
+	n := now.UnixNano()
+	if dl := c.wdl.Load(); dl != 0 && dl-n >= int64(wt/2) {
+		return true
+	}
+	t := now.Add(wt)
+	c.wdl.Store(t.UnixNano())
+	c.Conn.SetWriteDeadline(t)
+	return true
+}
+
+// SetWriteDeadline sets the wrapped connection's write deadline and
+// remembers it for ExtendWriteDeadline. With a WriteTimeout the guard owns
+// the write deadline until the connection is hijacked, and a zero t (the
+// server clears the deadline after every response) is ignored: the next
+// request's bytes move the deadline anyway, and skipping the clear saves a
+// timer update per request.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() && c.owned() {
+		return nil
+	}
+	c.remember(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline sets both deadlines of the wrapped connection and hands the
+// write deadline over for good: whoever sets both manages them from now on.
+// net/http does exactly that when a handler hijacks the connection, so a
+// WebSocket tunnel never inherits the guard's write deadline.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.hijacked.Store(true)
+	c.remember(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *Conn) owned() bool { return c.l.wt > 0 && !c.hijacked.Load() }
+
+func (c *Conn) remember(t time.Time) {
+	if t.IsZero() {
+		c.wdl.Store(0)
+	} else {
+		c.wdl.Store(t.UnixNano())
+	}
 }
 
 // Close closes the wrapped connection. The first call also releases the
@@ -276,11 +357,13 @@ func (c *Conn) NetConn() net.Conn { return c.Conn }
 // upgrade, the first bytes that are not HTTP end the sniffing with a verdict
 // nobody asks for.
 func (c *Conn) Hijacked() {
+	c.hijacked.Store(true)
 	c.s.stop(errHijacked)
 }
 
-// check pops the verdict of the next request.
-func (c *Conn) check() error {
+// Check is the package-level [Check] for a *Conn already at hand (from
+// [FromContext]); the same rules apply.
+func (c *Conn) Check() error {
 	err := c.s.pop()
 	if err != nil {
 		c.l.bad.Add(1)
@@ -327,5 +410,5 @@ func Check(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	return c.check()
+	return c.Check()
 }

@@ -524,3 +524,153 @@ func TestOptionsAsteriskToHandler(t *testing.T) {
 		t.Errorf("handler log = %q, want %q", got, want)
 	}
 }
+
+// countingListener counts the write deadlines set on the connections it
+// accepted.
+type countingListener struct {
+	net.Listener
+	sets *int64
+	mu   *sync.Mutex
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{c, l.sets, l.mu}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	sets *int64
+	mu   *sync.Mutex
+}
+
+func (c countingConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	*c.sets++
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// Keep-alive requests move the write deadline once per half timeout, not
+// once per request.
+func TestWriteDeadlineIsLazy(t *testing.T) {
+	var sets int64
+	var mu sync.Mutex
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Check(r.Context())
+		io.WriteString(w, "ok")
+	}))
+	ts.Listener = Listen(countingListener{ts.Listener, &sets, &mu}, Settings{WriteTimeout: time.Hour})
+	ts.Config.ConnContext = ConnContext
+	ts.Start()
+	defer ts.Close()
+	client := ts.Client()
+	for i := 0; i < 50; i++ {
+		resp, err := client.Get(ts.URL + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if sets != 1 {
+		t.Errorf("%d write deadlines set for 50 requests on one connection, want 1", sets)
+	}
+}
+
+// A keep-alive connection idle for longer than the write timeout must not
+// carry its old, passed deadline into the next request: the server's own
+// writes (here a plain handler that never touches deadlines) must work.
+func TestWriteDeadlineNotStaleAfterIdle(t *testing.T) {
+	g := newGuarded(t, Settings{WriteTimeout: 100 * time.Millisecond}, nil)
+	conn, err := net.Dial("tcp", g.ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for i := 0; i < 2; i++ {
+		if i == 1 {
+			time.Sleep(300 * time.Millisecond) // the first deadline passes
+		}
+		fmt.Fprintf(conn, "GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d", i, resp.StatusCode)
+		}
+	}
+}
+
+// A client that stops reading is cut after the write timeout instead of
+// holding the response write for ever.
+func TestWriteTimeoutCutsStalledReader(t *testing.T) {
+	werr := make(chan error, 1)
+	g := newGuarded(t, Settings{WriteTimeout: 200 * time.Millisecond}, func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for i := 0; i < 4096; i++ { // 256 MiB: far more than socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- nil
+	})
+	conn, err := net.Dial("tcp", g.ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /extra HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	select {
+	case err := <-werr:
+		if err == nil {
+			t.Fatal("256 MiB written to a client that reads nothing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stalled write was not cut within 10s")
+	}
+}
+
+// A hijacked connection (a WebSocket tunnel) must not inherit the write
+// deadline the guard kept for its HTTP requests.
+func TestHijackDropsWriteDeadline(t *testing.T) {
+	done := make(chan error, 1)
+	g := newGuarded(t, Settings{WriteTimeout: 100 * time.Millisecond}, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		time.Sleep(300 * time.Millisecond) // the guard's deadline would have passed
+		_, err = c.Write([]byte("late"))
+		done <- err
+	})
+	conn, err := net.Dial("tcp", g.ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /extra HTTP/1.1\r\nHost: x\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+	if err := <-done; err != nil {
+		t.Fatalf("write on the hijacked connection after the guard's timeout: %v", err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(io.LimitReader(conn, 200))
+	if !strings.HasSuffix(string(b), "late") {
+		t.Errorf("client read %q", b)
+	}
+}
