@@ -237,7 +237,12 @@ type TransportSettings struct {
 	MaxIdleConns int
 	// MaxIdleConnsPerHost bounds idle connections per instance. If zero, 100.
 	MaxIdleConnsPerHost int
-	// MaxConnsPerHost bounds all connections per instance. Zero: no limit.
+	// MaxConnsPerHost bounds all connections per instance; requests
+	// beyond it wait for a connection (within their timeout) rather than
+	// open more. It protects backends from connection storms and bounds
+	// the gateway's memory (each upstream connection costs two goroutines
+	// and its buffers). If zero, 1024, Envoy's default connection limit;
+	// negative means no limit.
 	MaxConnsPerHost int
 	// IdleConnTimeout closes idle upstream connections. If zero, 90s.
 	IdleConnTimeout time.Duration

@@ -26,6 +26,12 @@ func (s TransportSettings) withDefaults() TransportSettings {
 	if s.MaxIdleConnsPerHost == 0 {
 		s.MaxIdleConnsPerHost = 100
 	}
+	switch {
+	case s.MaxConnsPerHost == 0:
+		s.MaxConnsPerHost = 1024
+	case s.MaxConnsPerHost < 0:
+		s.MaxConnsPerHost = 0 // http.Transport's "no limit"
+	}
 	if s.IdleConnTimeout == 0 {
 		s.IdleConnTimeout = 90 * time.Second
 	}

@@ -10,10 +10,12 @@ import (
 
 // tuneRuntime sets the garbage collector for a proxy: a gateway's live heap
 // is small and its garbage is per-request, so collecting less often buys
-// throughput (GOGC=400 measured 6–9% here) — but only safely under a
-// memory limit, which is taken from the container's cgroup when GOMEMLIMIT
-// is not set, so that a 256 MiB Kubernetes limit is respected under load.
-// Explicit GOGC and GOMEMLIMIT settings always win.
+// throughput (GOGC=400 measured 6–9% in the prototype) — but only
+// safely under a memory limit, which is taken from the container's cgroup
+// when GOMEMLIMIT is not set, so that a 256 MiB Kubernetes limit is
+// respected under load. Without a limit Go's default (GOGC=100) stays:
+// GOGC=200 measured no faster at 5,000 connections and took 40% more RSS
+// (452 vs 323 MiB). Explicit GOGC and GOMEMLIMIT settings always win.
 func tuneRuntime(logger *slog.Logger) {
 	limited := os.Getenv("GOMEMLIMIT") != ""
 	if !limited {
@@ -25,12 +27,8 @@ func tuneRuntime(logger *slog.Logger) {
 			logger.Info("memory limit from cgroup", "cgroup_bytes", max, "gomemlimit_bytes", max/10*9)
 		}
 	}
-	if os.Getenv("GOGC") == "" {
-		gc := 200
-		if limited {
-			gc = 400
-		}
-		debug.SetGCPercent(gc)
+	if limited && os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
 	}
 }
 

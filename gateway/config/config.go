@@ -9,6 +9,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -386,6 +387,7 @@ func (c *Config) applyDefaults() {
 	t := &s.Transport
 	num("server.transport.max_idle_conns", &t.MaxIdleConns, 1000)
 	num("server.transport.max_idle_conns_per_host", &t.MaxIdleConnsPerHost, 100)
+	num("server.transport.max_conns_per_host", &t.MaxConnsPerHost, 1024)
 	dur("server.transport.idle_conn_timeout", &t.IdleConnTimeout, 90*time.Second)
 	dur("server.transport.dial_timeout", &t.DialTimeout, 3*time.Second)
 	size("server.transport.read_buffer_size", &t.ReadBufferSize, 4<<10)
@@ -496,7 +498,7 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 		Transport: gateway.TransportSettings{
 			MaxIdleConns:        s.Transport.MaxIdleConns,
 			MaxIdleConnsPerHost: s.Transport.MaxIdleConnsPerHost,
-			MaxConnsPerHost:     s.Transport.MaxConnsPerHost,
+			MaxConnsPerHost:     cmp.Or(s.Transport.MaxConnsPerHost, -1), // 0 in YAML: no limit
 			IdleConnTimeout:     s.Transport.IdleConnTimeout.D(),
 			DialTimeout:         s.Transport.DialTimeout.D(),
 			ReadBufferSize:      int(s.Transport.ReadBufferSize),
