@@ -84,6 +84,9 @@ type Config struct {
 	// RateLimits apply to every routed request, in order; a request over
 	// any of them gets 429. System endpoints are never limited.
 	RateLimits []RateLimitPolicy
+	// RateLimitHeaders chooses the headers that tell clients where they
+	// stand; the default sends both forms on every limited response.
+	RateLimitHeaders RateLimitHeaders
 	// Metrics, when set, records requests, upstream attempts, breakers,
 	// health, limits and auth failures.
 	Metrics *metrics.Metrics
@@ -304,6 +307,8 @@ type table struct {
 	mirrors   []*mirrorer
 	limits    Limits
 	hosts     map[string]bool // allowed hosts; nil means any
+
+	rateHeaders RateLimitHeaders
 }
 
 // New builds a gateway from cfg. It reports every problem it finds at once.
@@ -432,6 +437,8 @@ func (g *Gateway) build(cfg Config) (*table, error) {
 		services:  map[string]*service{},
 		bodyLimit: cfg.BodyLimit,
 		proxies:   cfg.TrustedProxies,
+
+		rateHeaders: cfg.RateLimitHeaders,
 	}
 	if t.bodyLimit == 0 {
 		t.bodyLimit = 4 << 20

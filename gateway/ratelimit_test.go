@@ -25,6 +25,54 @@ func memLimiter(t *testing.T, limit int, window time.Duration) ratelimit.Limiter
 	return l
 }
 
+// Each header choice sends what it names on allowed responses, and every
+// choice answers a 429 with both forms.
+func TestRateLimitHeaderChoices(t *testing.T) {
+	b := gatewaytest.NewBackend(t, "svc", nil)
+	ietf := []string{"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"}
+	legacy := []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+	for _, c := range []struct {
+		name     string
+		choice   gateway.RateLimitHeaders
+		has, not []string
+	}{
+		{"both", gateway.RateLimitHeadersBoth, append(ietf, legacy...), nil},
+		{"ietf", gateway.RateLimitHeadersIETF, ietf, legacy},
+		{"legacy", gateway.RateLimitHeadersLegacy, legacy, ietf},
+		{"on_denial", gateway.RateLimitHeadersOnDenial, nil, append(ietf, legacy...)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, base := newGateway(t, gateway.Config{
+				Services:         []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}}},
+				Routes:           []gateway.Route{{Prefix: "/api", Service: "svc", Public: true}},
+				RateLimits:       []gateway.RateLimitPolicy{{Name: "per_ip", Limiter: memLimiter(t, 1, time.Minute), Key: gateway.KeyIP, Limit: 1, Window: time.Minute}},
+				RateLimitHeaders: c.choice,
+			})
+			res := get(t, base+"/api/x")
+			if res.status != 200 {
+				t.Fatalf("status %d", res.status)
+			}
+			for _, k := range c.has {
+				if res.header.Get(k) == "" {
+					t.Errorf("allowed response lacks %s", k)
+				}
+			}
+			for _, k := range c.not {
+				if v := res.header.Get(k); v != "" {
+					t.Errorf("allowed response has %s: %s", k, v)
+				}
+			}
+			res = get(t, base+"/api/x")
+			checkProblem(t, res, 429, "rate-limited")
+			for _, k := range append(ietf, legacy...) {
+				if res.header.Get(k) == "" {
+					t.Errorf("429 lacks %s", k)
+				}
+			}
+		})
+	}
+}
+
 func TestRateLimitPerIPAnd429(t *testing.T) {
 	b := gatewaytest.NewBackend(t, "svc", nil)
 	_, base := newGateway(t, gateway.Config{

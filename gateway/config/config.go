@@ -169,6 +169,8 @@ type RateLimit struct {
 	Burst        int      `yaml:"burst"`
 	RedisURL     string   `yaml:"redis_url"`
 	FailureMode  string   `yaml:"failure_mode"`
+	// Headers is both (default), ietf, legacy or on_denial.
+	Headers string `yaml:"headers"`
 }
 
 // Service is a named pool of backends: one url, or several instances.
@@ -398,6 +400,7 @@ func (c *Config) applyDefaults() {
 	str("log.format", &c.Log.Format, "json")
 	dur("auth.jwt_expiry", &c.Auth.JWTExpiry, 24*time.Hour)
 	dur("security.rate_limit.window", &c.Security.RateLimit.Window, time.Second)
+	str("security.rate_limit.headers", &c.Security.RateLimit.Headers, "both")
 	for name, svc := range c.Services {
 		key := "services." + name
 		dur(key+".timeout", &svc.Timeout, 30*time.Second)
@@ -542,6 +545,7 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 		errs = append(errs, err)
 	}
 	gc.RateLimits = global
+	gc.RateLimitHeaders = rateHeaderChoices[c.Security.RateLimit.Headers]
 	for _, name := range c.ServiceNames() {
 		gs, err := c.service(name, c.Services[name], clientIPKey, opt.Registry)
 		if err != nil {

@@ -28,6 +28,9 @@ var (
 	rateAlgorithms = []string{"sliding_window", "token_bucket"}
 	rateKeys       = map[string]gateway.RateKey{"ip": gateway.KeyIP, "user": gateway.KeyUser, "api_key": gateway.KeyAPIKey, "global": gateway.KeyGlobal}
 	failureModes   = []string{"open", "closed"}
+
+	rateHeaderChoices = map[string]gateway.RateLimitHeaders{"": gateway.RateLimitHeadersBoth, "both": gateway.RateLimitHeadersBoth,
+		"ietf": gateway.RateLimitHeadersIETF, "legacy": gateway.RateLimitHeadersLegacy, "on_denial": gateway.RateLimitHeadersOnDenial}
 )
 
 func (c *Config) validateRateLimits(v *validator) {
@@ -37,6 +40,9 @@ func (c *Config) validateRateLimits(v *validator) {
 	}
 	if rl.FailureMode != "" && !slices.Contains(failureModes, rl.FailureMode) {
 		v.add("security.rate_limit.failure_mode", "%q is not open or closed", rl.FailureMode)
+	}
+	if _, ok := rateHeaderChoices[rl.Headers]; !ok {
+		v.add("security.rate_limit.headers", "%q is not one of both, ietf, legacy, on_denial", rl.Headers)
 	}
 	if rl.PerUserLimit < 0 {
 		v.add("security.rate_limit.per_user_limit", "%d is negative", rl.PerUserLimit)
