@@ -94,7 +94,9 @@ type Config struct {
 	// port (the binary serves it on the admin port too).
 	MetricsHandler http.Handler
 	// AccessLog, when set, receives one record per request (path without
-	// query, status, duration, ids — never credentials).
+	// query, status, duration, ids — never credentials). A logger from
+	// NewAccessLog is written by the gateway's own encoder, without
+	// allocating; any other logger gets the record as slog attributes.
 	AccessLog *slog.Logger
 	// AccessLogSample is the share of successful (< 400) requests logged;
 	// errors are always logged. If zero, 1 (all).

@@ -16,7 +16,7 @@ import (
 //
 //	Metrics         *metrics.Metrics      request, upstream, breaker, limit and auth metrics
 //	MetricsHandler  http.Handler          also served at /metrics on the main port
-//	AccessLog       *slog.Logger          one record per request
+//	AccessLog       *slog.Logger          one record per request (NewAccessLog: the allocation-free encoder)
 //	AccessLogSample float64               share of successful requests logged
 //	TraceExporter   tracecontext.Exporter one span per request
 
