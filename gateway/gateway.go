@@ -246,8 +246,9 @@ type TransportSettings struct {
 	// beyond it wait for a connection (within their timeout) rather than
 	// open more. It protects backends from connection storms and bounds
 	// the gateway's memory (each upstream connection costs two goroutines
-	// and its buffers). If zero, 1024, Envoy's default connection limit;
-	// negative means no limit.
+	// and its buffers). Open response streams (SSE) count against it;
+	// upgraded WebSocket tunnels do not. If zero, 1024, Envoy's default
+	// connection limit; negative means no limit.
 	MaxConnsPerHost int
 	// IdleConnTimeout closes idle upstream connections. If zero, 90s.
 	IdleConnTimeout time.Duration

@@ -254,3 +254,35 @@ func TestHubAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// Upgraded tunnels leave the upstream connection count (net/http hands the
+// connection over), so max_conns_per_host limits requests, not how many
+// WebSockets an instance can hold.
+func TestWebSocketsDoNotCountAgainstUpstreamCap(t *testing.T) {
+	b := wsEcho(t)
+	_, base := newGateway(t, gateway.Config{
+		Services:  []gateway.Service{{Name: "ws", Instances: []*balancer.Instance{inst(t, b.URL)}, Timeout: 2 * time.Second}},
+		Routes:    []gateway.Route{{Prefix: "/stream", Service: "ws", WebSocket: true, Public: true}},
+		Transport: gateway.TransportSettings{MaxConnsPerHost: 1},
+	})
+	var conns []*websocket.Conn
+	for i := 0; i < 3; i++ {
+		c, resp, err := websocket.DefaultDialer.Dial(wsURL(base, "/stream"), nil)
+		if err != nil {
+			t.Fatalf("tunnel %d with one upstream connection allowed: %v (%v)", i, err, resp)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	for i, c := range conns {
+		c.WriteMessage(websocket.TextMessage, []byte("hi"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, msg, err := c.ReadMessage(); err != nil || !strings.HasSuffix(string(msg), "hi") {
+			t.Errorf("tunnel %d echo = %q, %v", i, msg, err)
+		}
+	}
+	// Plain requests still get through the one connection.
+	if res := get(t, base+"/stream"); res.status != 200 {
+		t.Errorf("plain request: %d", res.status)
+	}
+}
