@@ -149,6 +149,20 @@ func TestSlidingWindowDecisions(t *testing.T) {
 	})
 }
 
+// Filled early in a window, a sliding window makes a client wait longer
+// than one window: to the next window, then until the full previous
+// window's weight shrinks (10×(1−f) + 1 < 10.5 once f > 0.05). The wait
+// is still within Reset.
+func TestSlidingWindowRetryAfterBeyondWindow(t *testing.T) {
+	const ms = time.Millisecond
+	l := mustNew(t, "SlidingWindow", ratelimit.Settings{Limit: 10, Window: time.Second})
+	runSteps(t, l, []step{
+		{0, 10, ratelimit.Decision{Allowed: true, Limit: 10, Reset: 2000 * ms}},
+		{10 * ms, 1, ratelimit.Decision{Limit: 10, Reset: 1990 * ms, RetryAfter: 1040*ms + 1}},
+		{1050*ms + 1, 1, ratelimit.Decision{Allowed: true, Limit: 10, Reset: 1950*ms - 1}},
+	})
+}
+
 func TestTokenBucketDecisions(t *testing.T) {
 	const ms = time.Millisecond
 	// 10 per second is one token per 100ms; the bucket holds 5 (500ms).
