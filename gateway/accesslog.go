@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pyairtable/api-gateway/gateway/tracecontext"
 )
 
 // NewAccessLog returns a logger for [Config.AccessLog] that writes one line
@@ -54,7 +56,7 @@ type accessLine struct {
 	bytes     int64
 	clientIP  netip.Addr
 	requestID string
-	traceID   [16]byte
+	traceID   tracecontext.TraceID
 	attempts  int
 }
 
@@ -97,9 +99,9 @@ func (l *accessLine) logTo(lg *slog.Logger) {
 		slog.String("duration", l.duration.String()),
 		slog.Float64("duration_ms", float64(l.duration.Microseconds())/1000),
 		slog.Int64("bytes", l.bytes),
-		slog.String("client_ip", string(appendAddr(nil, l.clientIP))),
+		slog.String("client_ip", string(l.clientIP.AppendTo(nil))), // "" when unknown, as in the direct encoder
 		slog.String("request_id", l.requestID),
-		slog.String("trace_id", string(appendHex(nil, l.traceID[:]))),
+		slog.String("trace_id", l.traceID.String()),
 		slog.Int("attempts", l.attempts),
 	)
 }
@@ -130,11 +132,11 @@ func (l *accessLine) appendJSON(b []byte) []byte {
 	b = append(b, `,"bytes":`...)
 	b = strconv.AppendInt(b, l.bytes, 10)
 	b = append(b, `,"client_ip":"`...)
-	b = appendAddr(b, l.clientIP)
+	b = l.clientIP.AppendTo(b)
 	b = append(b, `","request_id":`...)
 	b = appendJSONString(b, l.requestID)
 	b = append(b, `,"trace_id":"`...)
-	b = appendHex(b, l.traceID[:])
+	b = l.traceID.AppendHex(b)
 	b = append(b, `","attempts":`...)
 	b = strconv.AppendInt(b, int64(l.attempts), 10)
 	return append(b, "}\n"...)
@@ -164,28 +166,14 @@ func (l *accessLine) appendText(b []byte) []byte {
 	b = append(b, " bytes="...)
 	b = strconv.AppendInt(b, l.bytes, 10)
 	b = append(b, " client_ip="...)
-	b = appendAddr(b, l.clientIP)
+	b = l.clientIP.AppendTo(b)
 	b = append(b, " request_id="...)
 	b = appendTextValue(b, l.requestID)
 	b = append(b, " trace_id="...)
-	b = appendHex(b, l.traceID[:])
+	b = l.traceID.AppendHex(b)
 	b = append(b, " attempts="...)
 	b = strconv.AppendInt(b, int64(l.attempts), 10)
 	return append(b, '\n')
-}
-
-func appendAddr(b []byte, a netip.Addr) []byte {
-	if !a.IsValid() {
-		return b
-	}
-	return a.AppendTo(b)
-}
-
-func appendHex(b, v []byte) []byte {
-	for _, c := range v {
-		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
-	}
-	return b
 }
 
 // appendMillis writes d in milliseconds with microsecond precision, as a

@@ -712,10 +712,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Every request takes its framing verdict first, system endpoints
 	// included: the verdicts are queued per connection in arrival order.
 	conn, _ := connguard.FromContext(r.Context())
-	var framingErr error
-	if conn != nil {
-		framingErr = conn.Check()
-	}
+	framingErr := conn.Check()
 	t := g.tbl.Load()
 	// The peer address is parsed once, and only when needed: system
 	// endpoints answer without it unless proxies are configured.

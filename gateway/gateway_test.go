@@ -799,9 +799,6 @@ func TestAsyncWriterFlushesOnTime(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if d := time.Since(start); d < gateway.FlushInterval/2 {
-		t.Logf("written after %v", d) // early is fine, just unexpected
-	}
 }
 
 // blockingWriter holds every write until released.
