@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -868,6 +869,60 @@ func TestAsyncWriterKeepsOrderAndBatches(t *testing.T) {
 	for i, l := range lines {
 		if l != fmt.Sprintf("line %d", i) {
 			t.Fatalf("line %d = %q", i, l)
+		}
+	}
+}
+
+// TestContentCodingPassesThrough: the gateway neither asks a backend for
+// a compression the client did not ask for nor undoes one it did.
+func TestContentCodingPassesThrough(t *testing.T) {
+	plain := []byte(strings.Repeat(`{"id":"rec1"}`, 64))
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Seen-Accept-Encoding", r.Header.Get("Accept-Encoding"))
+		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Write(plain)
+			return
+		}
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		zw.Write(plain)
+		zw.Close()
+	}))
+	t.Cleanup(b.Close)
+	_, base := newGateway(t, gateway.Config{
+		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+	})
+	// Go's client would add Accept-Encoding itself; this one sends none.
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	t.Cleanup(client.CloseIdleConnections)
+	for _, tc := range []struct{ accept, wantCoding string }{{"", ""}, {"gzip", "gzip"}} {
+		req, _ := http.NewRequest("GET", base+"/r", nil)
+		if tc.accept != "" {
+			req.Header.Set("Accept-Encoding", tc.accept)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Seen-Accept-Encoding"); got != tc.accept {
+			t.Errorf("client Accept-Encoding %q: backend saw %q", tc.accept, got)
+		}
+		if got := resp.Header.Get("Content-Encoding"); got != tc.wantCoding {
+			t.Errorf("client Accept-Encoding %q: Content-Encoding %q, want %q", tc.accept, got, tc.wantCoding)
+		}
+		if tc.wantCoding == "gzip" {
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				t.Fatalf("gzip body: %v", err)
+			}
+			body, _ = io.ReadAll(zr)
+		}
+		if !bytes.Equal(body, plain) {
+			t.Errorf("client Accept-Encoding %q: body differs from the backend's", tc.accept)
 		}
 	}
 }

@@ -59,6 +59,11 @@ func newTransport(s TransportSettings) *http.Transport {
 		WriteBufferSize:       s.WriteBufferSize,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     false, // backends speak HTTP/1.1; h2 would need TLS anyway
+		// Content coding is between client and backend: left on, the
+		// Transport would ask every backend for gzip on behalf of
+		// clients that did not, then spend the gateway's CPU inflating
+		// it again.
+		DisableCompression: true,
 	}
 }
 
