@@ -12,6 +12,10 @@
 //	off    metrics, access logs, trace context, per-IP rate limit (not hit); no auth
 //	full   as off, plus JWT auth on the route (HS256; -alg EdDSA for Ed25519)
 //
+// -max-conns N sets server.transport.max_conns_per_host: with fast
+// backends, fewer upstream connections than client connections (the
+// gateway queues requests for them) costs less CPU per request.
+//
 // Extra harness knobs pass through the environment (CONNS, ROUNDS,
 // DURATION, WARMUP, ...); see the harness README. Traffic stays on
 // 127.0.0.1 and the harness stops every process it started.
@@ -40,14 +44,15 @@ func main() {
 	mode := flag.String("mode", "full", "bare, off or full")
 	alg := flag.String("alg", "HS256", "JWT algorithm in full mode: HS256 or EdDSA")
 	port := flag.Int("port", 19080, "gateway port")
+	maxConns := flag.Int("max-conns", 0, "server.transport.max_conns_per_host (0: the default); fewer upstream connections than client connections makes the gateway queue requests, which costs less CPU with fast backends")
 	flag.Parse()
-	if err := run(*harness, *mode, *alg, *port); err != nil {
+	if err := run(*harness, *mode, *alg, *port, *maxConns); err != nil {
 		fmt.Fprintln(os.Stderr, "gwbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(harness, mode, alg string, port int) error {
+func run(harness, mode, alg string, port, maxConns int) error {
 	runSh, err := filepath.Abs(filepath.Join(harness, "run.sh"))
 	if err != nil {
 		return err
@@ -67,7 +72,7 @@ func run(harness, mode, alg string, port int) error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build: %w", err)
 	}
-	cfg, header, err := config(mode, alg, port, dir)
+	cfg, header, err := config(mode, alg, port, maxConns, dir)
 	if err != nil {
 		return err
 	}
@@ -76,7 +81,11 @@ func run(harness, mode, alg string, port int) error {
 		return err
 	}
 	cmd := exec.Command("bash", runSh, "--port", fmt.Sprint(port), "--", bin, "-config", cfgPath)
-	cmd.Env = append(os.Environ(), "GATEWAY_NAME=api-gateway-"+mode+strings.ToLower(map[bool]string{true: "-" + alg}[mode == "full"]))
+	name := "api-gateway-" + mode + strings.ToLower(map[bool]string{true: "-" + alg}[mode == "full"])
+	if maxConns > 0 {
+		name += fmt.Sprintf("-cap%d", maxConns)
+	}
+	cmd.Env = append(os.Environ(), "GATEWAY_NAME="+name)
 	if header != "" {
 		cmd.Env = append(cmd.Env, "HEADER="+header)
 	}
@@ -86,7 +95,7 @@ func run(harness, mode, alg string, port int) error {
 
 // config writes the gateway configuration of a mode; the harness backend
 // listens on 127.0.0.1:$BASE_PORT (19000 unless BASE_PORT is set).
-func config(mode, alg string, port int, dir string) (cfg, header string, err error) {
+func config(mode, alg string, port, maxConns int, dir string) (cfg, header string, err error) {
 	base := os.Getenv("BASE_PORT")
 	if base == "" {
 		base = "19000"
@@ -97,11 +106,11 @@ func config(mode, alg string, port int, dir string) (cfg, header string, err err
   port: %d
   shutdown_delay: 0s
   limits: {max_conns_per_ip: 0}
-  transport: {max_idle_conns: 10000, max_idle_conns_per_host: 8192}
+  transport: {max_idle_conns: 10000, max_idle_conns_per_host: 8192%s}
 admin: {port: %d}
 log: {level: warn, access: %t}
 metrics: {enabled: %t}
-`, port, port+1000, mode != "bare", mode != "bare")
+`, port, capConns(maxConns), port+1000, mode != "bare", mode != "bare")
 	if mode != "bare" {
 		b.WriteString("security:\n  rate_limit: {enabled: true, per_ip_limit: 100000000, window: 1s}\n")
 	}
@@ -153,4 +162,13 @@ routes:
     websocket: true
 `, base, public, public)
 	return b.String(), header, nil
+}
+
+// capConns is the YAML for a chosen upstream connection cap, or nothing
+// for the default.
+func capConns(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", max_conns_per_host: %d", n)
 }
