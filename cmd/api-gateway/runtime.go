@@ -22,7 +22,7 @@ import (
 // gcMaxPercent and at least Go's default. Small heaps collect rarely, big
 // ones as usual, and the extra memory is bounded by gcHeadroom.
 const (
-	gcHeadroom   = 64 << 20
+	gcHeadroom   = 32 << 20
 	gcMaxPercent = 400
 	gcMinPercent = 100
 )
