@@ -156,6 +156,15 @@ type Service struct {
 	// Discovery, when set, supplies the instances instead of (or after)
 	// Instances; membership then changes while the gateway runs.
 	Discovery discovery.Source
+	// MaxConnsPerInstance bounds the requests in flight to each instance
+	// (over HTTP/1.1, the connections in use); more wait in arrival order
+	// until one finishes, their timeout passes (504) or their client
+	// leaves. With a fast backend a few busy connections serve many
+	// clients at less CPU per request than a connection each; with a
+	// slow one an instance serves at most this many divided by its
+	// latency per second. WebSocket tunnels are not counted. Zero: no
+	// bound but TransportSettings.MaxConnsPerHost.
+	MaxConnsPerInstance int
 }
 
 // Route maps requests to a service. Exactly one of Path and Prefix is set.

@@ -243,6 +243,16 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			done = d
 		}
+		gt := m.gates[in]
+		if gt != nil {
+			if err := gt.acquire(req.Context()); err != nil {
+				// The request's time ran out (or its client left) in
+				// the queue: nothing was sent, nothing to count.
+				report(done, context.Canceled)
+				report(svcDone, context.Canceled)
+				return nil, err
+			}
+		}
 		attempts++
 		req.URL.Scheme, req.URL.Host = in.URL.Scheme, in.URL.Host
 		if st != nil {
@@ -253,6 +263,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.Body, _ = req.GetBody()
 		}
 		try, at := u.tryContext(req)
+		at.gate = gt
 		start := u.now()
 		in.Begin()
 		resp, err := u.base.RoundTrip(try)
@@ -397,6 +408,7 @@ var errTryTimeout = errors.New("gateway: attempt timed out")
 type attempt struct {
 	timer  *time.Timer
 	cancel context.CancelCauseFunc
+	gate   *gate // the instance's slot, held until the attempt ends
 }
 
 func (a attempt) headersArrived() {
@@ -408,6 +420,9 @@ func (a attempt) headersArrived() {
 func (a attempt) release() {
 	if a.cancel != nil {
 		a.cancel(context.Canceled)
+	}
+	if a.gate != nil {
+		a.gate.release()
 	}
 }
 

@@ -96,6 +96,7 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 		name:       s.Name,
 		bal:        s.Balancer,
 		timeout:    s.Timeout,
+		maxConns:   max(s.MaxConnsPerInstance, 0),
 		tryTimeout: s.TryTimeout,
 		retries:    s.RetryCount,
 		retry:      s.Retry.withDefaults(),
@@ -189,6 +190,9 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 	}
 	if len(s.Instances) > 0 || old == nil {
 		svc.removed = svc.replaceMembers(slices.Clone(s.Instances))
+	} else if old.maxConns != svc.maxConns {
+		// Discovered instances stay; their gates follow the new bound.
+		svc.replaceMembers(slices.Clone(old.pool()))
 	}
 	return svc, nil
 }
@@ -198,6 +202,7 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 type members struct {
 	pool     []*balancer.Instance
 	breakers map[*balancer.Instance]*breaker.Circuit
+	gates    map[*balancer.Instance]*gate // when the service bounds requests per instance
 }
 
 // service is the runtime form of a Service.
@@ -224,6 +229,7 @@ type service struct {
 	metrics    *metrics.Metrics
 	removed    []*balancer.Instance // left in the last update; drained once it is live
 	up         *upstream            // the service's RoundTripper
+	maxConns   int                  // per instance; 0: no gate
 	mu         sync.Mutex           // serialises membership changes
 }
 
@@ -263,6 +269,19 @@ func (s *service) replaceMembers(pool []*balancer.Instance) (removed []*balancer
 			in.SetJoined(now) // a newcomer ramps up
 		}
 		next.pool = append(next.pool, in)
+		if s.maxConns > 0 {
+			if next.gates == nil {
+				next.gates = map[*balancer.Instance]*gate{}
+			}
+			var g *gate
+			if old != nil {
+				g = old.gates[in] // requests in flight release into it
+			}
+			if g == nil || g.limit != s.maxConns {
+				g = newGate(s.maxConns)
+			}
+			next.gates[in] = g
+		}
 		if s.brk.Disabled {
 			continue
 		}

@@ -12,7 +12,7 @@
 //	off    metrics, access logs, trace context, per-IP rate limit (not hit); no auth
 //	full   as off, plus JWT auth on the route (HS256; -alg EdDSA for Ed25519)
 //
-// -max-conns N sets server.transport.max_conns_per_host: with fast
+// -max-conns N sets the service's max_conns_per_instance: with fast
 // backends, fewer upstream connections than client connections (the
 // gateway queues requests for them) costs less CPU per request.
 //
@@ -44,7 +44,7 @@ func main() {
 	mode := flag.String("mode", "full", "bare, off or full")
 	alg := flag.String("alg", "HS256", "JWT algorithm in full mode: HS256 or EdDSA")
 	port := flag.Int("port", 19080, "gateway port")
-	maxConns := flag.Int("max-conns", 0, "server.transport.max_conns_per_host (0: the default); fewer upstream connections than client connections makes the gateway queue requests, which costs less CPU with fast backends")
+	maxConns := flag.Int("max-conns", 0, "services.items.max_conns_per_instance (0: no bound); fewer upstream connections than client connections makes the gateway queue requests, which costs less CPU with fast backends")
 	flag.Parse()
 	if err := run(*harness, *mode, *alg, *port, *maxConns); err != nil {
 		fmt.Fprintln(os.Stderr, "gwbench:", err)
@@ -106,11 +106,11 @@ func config(mode, alg string, port, maxConns int, dir string) (cfg, header strin
   port: %d
   shutdown_delay: 0s
   limits: {max_conns_per_ip: 0}
-  transport: {max_idle_conns: 10000, max_idle_conns_per_host: 8192%s}
+  transport: {max_idle_conns: 10000, max_idle_conns_per_host: 8192}
 admin: {port: %d}
 log: {level: warn, access: %t}
 metrics: {enabled: %t}
-`, port, capConns(maxConns), port+1000, mode != "bare", mode != "bare")
+`, port, port+1000, mode != "bare", mode != "bare")
 	if mode != "bare" {
 		b.WriteString("security:\n  rate_limit: {enabled: true, per_ip_limit: 100000000, window: 1s}\n")
 	}
@@ -152,6 +152,7 @@ metrics: {enabled: %t}
   items:
     url: "http://127.0.0.1:%s"
     outlier_detection: {enabled: false}
+    max_conns_per_instance: %d
 routes:
   - prefix: /api/v1/items
     service: items
@@ -160,15 +161,6 @@ routes:
     service: items
     public: %s
     websocket: true
-`, base, public, public)
+`, base, max(maxConns, 0), public, public)
 	return b.String(), header, nil
-}
-
-// capConns is the YAML for a chosen upstream connection cap, or nothing
-// for the default.
-func capConns(n int) string {
-	if n <= 0 {
-		return ""
-	}
-	return fmt.Sprintf(", max_conns_per_host: %d", n)
 }

@@ -186,6 +186,9 @@ type Service struct {
 	HealthCheck      HealthCheck      `yaml:"health_check"`
 	OutlierDetection OutlierDetection `yaml:"outlier_detection"`
 	CircuitBreaker   CircuitBreaker   `yaml:"circuit_breaker"`
+	// MaxConnsPerInstance bounds requests in flight per instance; more
+	// wait in the gateway (0: no bound but server.transport's).
+	MaxConnsPerInstance int `yaml:"max_conns_per_instance"`
 }
 
 // Instance is one backend of a service.

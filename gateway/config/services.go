@@ -211,10 +211,11 @@ func (c *Config) service(name string, svc Service, clientIP func(*http.Request) 
 		return d.D()
 	}
 	gs := gateway.Service{
-		Name:       name,
-		Timeout:    off(svc.Timeout),
-		TryTimeout: svc.TryTimeout.D(),
-		RetryCount: *svc.RetryCount,
+		Name:                name,
+		Timeout:             off(svc.Timeout),
+		TryTimeout:          svc.TryTimeout.D(),
+		RetryCount:          *svc.RetryCount,
+		MaxConnsPerInstance: svc.MaxConnsPerInstance,
 		Retry: gateway.RetryPolicy{
 			Budget: svc.Retry.Budget, MinPerSecond: svc.Retry.MinPerSecond,
 			BackoffBase: svc.Retry.BackoffBase.D(), BackoffMax: svc.Retry.BackoffMax.D(),

@@ -166,6 +166,9 @@ func (c *Config) validate(file string) []Problem {
 		if svc.RetryCount != nil && *svc.RetryCount < 0 {
 			v.add(key+".retry_count", "%d is negative", *svc.RetryCount)
 		}
+		if svc.MaxConnsPerInstance < 0 {
+			v.add(key+".max_conns_per_instance", "%d is negative", svc.MaxConnsPerInstance)
+		}
 	}
 
 	type routeKey struct{ host, path, prefix, method string }

@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// waitQueued waits until n requests wait at g.
+func waitQueued(t *testing.T, g *gate, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, q := g.load(); q == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, q := g.load()
+			t.Fatalf("queued = %d, want %d", q, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestGateGrantsInArrivalOrder(t *testing.T) {
+	g := newGate(2)
+	ctx := context.Background()
+	for range 2 {
+		if err := g.acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.acquire(ctx); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+		}()
+		waitQueued(t, g, i+1) // fixes the arrival order
+	}
+	for i := range 5 {
+		g.release() // one at a time: who wakes is who was granted
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			mu.Lock()
+			n := len(order)
+			mu.Unlock()
+			if n == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no waiter woke after release %d", i+1)
+			}
+		}
+	}
+	wg.Wait()
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("grant order %v, want arrival order", order)
+		}
+	}
+	if in, q := g.load(); in != 2 || q != 0 {
+		t.Fatalf("in flight %d, queued %d; want 2, 0", in, q)
+	}
+	g.release()
+	g.release()
+	if in, _ := g.load(); in != 0 {
+		t.Fatalf("in flight %d after releasing all, want 0", in)
+	}
+}
+
+func TestGateNeverExceedsItsLimit(t *testing.T) {
+	const limit, workers, rounds = 3, 16, 200
+	g := newGate(limit)
+	var cur, peak atomic.Int32
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				if err := g.acquire(context.Background()); err != nil {
+					t.Error(err)
+					return
+				}
+				n := cur.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				cur.Add(-1)
+				g.release()
+			}
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p > limit || p < 1 {
+		t.Fatalf("peak concurrency %d, want 1..%d", p, limit)
+	}
+	if in, q := g.load(); in != 0 || q != 0 {
+		t.Fatalf("in flight %d, queued %d at the end; want 0, 0", in, q)
+	}
+}
+
+// TestGateWaiterLeavesOnCancel: a waiter whose context ends leaves the
+// queue without a slot, and the slots stay accounted for.
+func TestGateWaiterLeavesOnCancel(t *testing.T) {
+	g := newGate(1)
+	g.acquire(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- g.acquire(ctx) }()
+	waitQueued(t, g, 1)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("acquire = %v, want context.Canceled", err)
+	}
+	if in, q := g.load(); in != 1 || q != 0 {
+		t.Fatalf("in flight %d, queued %d; want 1, 0", in, q)
+	}
+	g.release()
+	if err := g.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	g.release()
+}
+
+// TestGateCancelRacingAGrant: when a release hands the slot to a waiter
+// whose context is ending, the slot is passed on, never lost.
+func TestGateCancelRacingAGrant(t *testing.T) {
+	g := newGate(1)
+	for range 500 {
+		g.acquire(context.Background())
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- g.acquire(ctx) }()
+		waitQueued(t, g, 1)
+		go cancel()
+		g.release()
+		if err := <-errc; err == nil {
+			g.release() // it got the slot
+		}
+		if in, q := g.load(); in != 0 || q != 0 {
+			t.Fatalf("in flight %d, queued %d after the race; want 0, 0", in, q)
+		}
+	}
+}
+
+func TestGateQueueStaysCompact(t *testing.T) {
+	g := newGate(1)
+	g.acquire(context.Background())
+	var wg sync.WaitGroup
+	const n = 300
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.acquire(context.Background())
+			g.release()
+		}()
+	}
+	waitQueued(t, g, n)
+	g.release()
+	wg.Wait()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.head != 0 || len(g.queue) != 0 {
+		t.Fatalf("queue head %d, len %d after draining; want 0, 0", g.head, len(g.queue))
+	}
+}
+
+func TestGateFastPathDoesNotAllocate(t *testing.T) {
+	g := newGate(4)
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(1000, func() {
+		g.acquire(ctx)
+		g.release()
+	}); n != 0 {
+		t.Fatalf("acquire+release allocates %v times, want 0", n)
+	}
+}
+
+func BenchmarkGate(b *testing.B) {
+	g := newGate(1 << 20)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			g.acquire(ctx)
+			g.release()
+		}
+	})
+}

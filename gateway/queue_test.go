@@ -1,0 +1,130 @@
+package gateway_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pyairtable/api-gateway/balancer"
+	"github.com/pyairtable/api-gateway/gateway"
+)
+
+// holdingBackend answers once release is closed, counting the requests it
+// holds at once.
+type holdingBackend struct {
+	*httptest.Server
+	release   chan struct{}
+	cur, peak atomic.Int32
+	seen      atomic.Int32
+}
+
+func newHoldingBackend(t *testing.T) *holdingBackend {
+	b := &holdingBackend{release: make(chan struct{})}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.seen.Add(1)
+		n := b.cur.Add(1)
+		defer b.cur.Add(-1)
+		for p := b.peak.Load(); n > p && !b.peak.CompareAndSwap(p, n); p = b.peak.Load() {
+		}
+		if r.URL.Path == "/stream" {
+			// A stream is exempt from the service timeout once its
+			// headers are out; it keeps its slot until it ends.
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-b.release:
+		case <-r.Context().Done():
+		}
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func waitSeen(t *testing.T, b *holdingBackend, n int32) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); b.seen.Load() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("backend saw %d requests, want %d", b.seen.Load(), n)
+		}
+	}
+}
+
+// TestMaxConnsPerInstanceQueues: requests beyond the bound wait in the
+// gateway and all get their answer; the backend never holds more.
+func TestMaxConnsPerInstanceQueues(t *testing.T) {
+	b := newHoldingBackend(t)
+	_, base := newGateway(t, gateway.Config{
+		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}, MaxConnsPerInstance: 2}},
+		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+	})
+	const n = 6
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(base + "/q")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	waitSeen(t, b, 2)
+	time.Sleep(50 * time.Millisecond) // the other four are queued, not sent
+	if s := b.seen.Load(); s != 2 {
+		t.Fatalf("backend saw %d requests while 2 were held, want 2", s)
+	}
+	close(b.release)
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != http.StatusOK {
+			t.Errorf("status %d, want 200", c)
+		}
+	}
+	if p := b.peak.Load(); p != 2 {
+		t.Errorf("backend held %d requests at once, want 2", p)
+	}
+	if s := b.seen.Load(); s != n {
+		t.Errorf("backend saw %d requests, want %d", s, n)
+	}
+}
+
+// TestQueuedRequestTimesOut: a request still queued when the service's
+// timeout passes gets 504 problem+json and never reaches the backend,
+// whose one slot a stream holds.
+func TestQueuedRequestTimesOut(t *testing.T) {
+	b := newHoldingBackend(t)
+	defer close(b.release)
+	_, base := newGateway(t, gateway.Config{
+		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)},
+			MaxConnsPerInstance: 1, Timeout: 300 * time.Millisecond}},
+		Routes: []gateway.Route{{Prefix: "/", Service: "svc"}},
+	})
+	stream, err := http.Get(base + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	waitSeen(t, b, 1)
+	res := get(t, base+"/queued")
+	if res.status != http.StatusGatewayTimeout {
+		t.Fatalf("queued request: status %d, want 504", res.status)
+	}
+	if res.problem["request_id"] == nil || res.problem["status"] != float64(504) {
+		t.Errorf("queued request: problem %v, want status 504 with a request_id", res.problem)
+	}
+	if s := b.seen.Load(); s != 1 {
+		t.Errorf("backend saw %d requests, want only the held one", s)
+	}
+}
