@@ -59,7 +59,7 @@ func waitSeen(t *testing.T, b *holdingBackend, n int32) {
 // gateway and all get their answer; the backend never holds more.
 func TestMaxConnsPerInstanceQueues(t *testing.T) {
 	b := newHoldingBackend(t)
-	_, base := newGateway(t, gateway.Config{
+	g, base := newGateway(t, gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}, MaxConnsPerInstance: 2}},
 		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
 	})
@@ -83,6 +83,9 @@ func TestMaxConnsPerInstanceQueues(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the other four are queued, not sent
 	if s := b.seen.Load(); s != 2 {
 		t.Fatalf("backend saw %d requests while 2 were held, want 2", s)
+	}
+	if in := g.Health().Services[0].Instances[0]; in.Queued != n-2 {
+		t.Errorf("/health/detailed: queued %d, want %d", in.Queued, n-2)
 	}
 	close(b.release)
 	wg.Wait()

@@ -94,10 +94,13 @@ type ServiceHealth struct {
 
 // InstanceHealth describes one instance in /health/detailed.
 type InstanceHealth struct {
-	URL       string  `json:"url"`
-	State     string  `json:"state"`
-	Weight    int     `json:"weight"`
-	InFlight  int64   `json:"in_flight"`
+	URL      string `json:"url"`
+	State    string `json:"state"`
+	Weight   int    `json:"weight"`
+	InFlight int64  `json:"in_flight"`
+	// Queued counts requests waiting for one of the instance's
+	// MaxConnsPerInstance slots.
+	Queued    int     `json:"queued"`
 	Requests  uint64  `json:"requests"`
 	Failures  uint64  `json:"failures"`
 	LatencyMS float64 `json:"latency_ms"`
@@ -120,13 +123,19 @@ func (g *Gateway) Health() Detailed {
 	d.LastReload = g.reload.Load()
 	for _, name := range t.names {
 		svc := t.services[name]
-		pool := svc.pool()
+		m := svc.m.Load()
+		pool := m.pool
 		sh := ServiceHealth{Name: name, Total: len(pool)}
 		for _, in := range pool {
 			if in.Available() {
 				sh.Available++
 			}
+			queued := 0
+			if gt := m.gates[in]; gt != nil {
+				_, queued = gt.load()
+			}
 			sh.Instances = append(sh.Instances, InstanceHealth{
+				Queued:    queued,
 				URL:       in.URL.String(),
 				State:     in.Flags().String(),
 				Weight:    in.Weight,
