@@ -68,7 +68,7 @@ type benchTarget struct {
 func benchTargets(b *testing.B) ([]benchTarget, string) {
 	backend := benchBackend(b)
 	target, _ := url.Parse(backend.URL)
-	tr := &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000}
+	tr := &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, DisableCompression: true} // as the harness's minproxy
 	b.Cleanup(tr.CloseIdleConnections)
 	bare := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {

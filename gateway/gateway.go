@@ -162,8 +162,9 @@ type Service struct {
 	// leaves. With a fast backend a few busy connections serve many
 	// clients at less CPU per request than a connection each; with a
 	// slow one an instance serves at most this many divided by its
-	// latency per second. WebSocket tunnels are not counted. Zero: no
-	// bound but TransportSettings.MaxConnsPerHost.
+	// latency per second. A stream holds its slot until it ends;
+	// WebSocket tunnels are not counted. Zero: no bound but
+	// TransportSettings.MaxConnsPerHost.
 	MaxConnsPerInstance int
 }
 
