@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // gate bounds the requests in flight to one instance; the others wait in
@@ -34,14 +35,17 @@ var waiterPool = sync.Pool{New: func() any { return &gateWaiter{ready: make(chan
 func newGate(limit int) *gate { return &gate{limit: limit} }
 
 // acquire takes a slot, waiting for one while ctx lasts. On error the
-// caller holds no slot.
-func (g *gate) acquire(ctx context.Context) error {
+// caller holds no slot. A request that had to queue reports how long it
+// waited (now is read only then); one that did not reports zero.
+func (g *gate) acquire(ctx context.Context, now func() time.Time) (waited time.Duration, err error) {
 	g.mu.Lock()
 	if g.inflight < g.limit && g.head == len(g.queue) {
 		g.inflight++
 		g.mu.Unlock()
-		return nil
+		return 0, nil
 	}
+	start := now()
+	defer func() { waited = max(now().Sub(start), time.Nanosecond) }()
 	w := waiterPool.Get().(*gateWaiter)
 	w.granted = false
 	g.queue = append(g.queue, w)
@@ -50,7 +54,7 @@ func (g *gate) acquire(ctx context.Context) error {
 	select {
 	case <-w.ready:
 		waiterPool.Put(w)
-		return nil
+		return 0, nil
 	case <-ctx.Done():
 	}
 	g.mu.Lock()
@@ -61,7 +65,7 @@ func (g *gate) acquire(ctx context.Context) error {
 		<-w.ready
 		waiterPool.Put(w)
 		g.release()
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	for i := g.head; i < len(g.queue); i++ {
 		if g.queue[i] == w {
@@ -74,7 +78,7 @@ func (g *gate) acquire(ctx context.Context) error {
 	g.compact()
 	g.mu.Unlock()
 	waiterPool.Put(w) // never signalled: its channel is empty
-	return ctx.Err()
+	return 0, ctx.Err()
 }
 
 // release frees a slot, handing it to the longest waiter if there is one.

@@ -29,7 +29,7 @@ func TestGateGrantsInArrivalOrder(t *testing.T) {
 	g := newGate(2)
 	ctx := context.Background()
 	for range 2 {
-		if err := g.acquire(ctx); err != nil {
+		if _, err := g.acquire(ctx, time.Now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -40,7 +40,7 @@ func TestGateGrantsInArrivalOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := g.acquire(ctx); err != nil {
+			if _, err := g.acquire(ctx, time.Now); err != nil {
 				t.Error(err)
 				return
 			}
@@ -90,7 +90,7 @@ func TestGateNeverExceedsItsLimit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range rounds {
-				if err := g.acquire(context.Background()); err != nil {
+				if _, err := g.acquire(context.Background(), time.Now); err != nil {
 					t.Error(err)
 					return
 				}
@@ -115,10 +115,10 @@ func TestGateNeverExceedsItsLimit(t *testing.T) {
 // queue without a slot, and the slots stay accounted for.
 func TestGateWaiterLeavesOnCancel(t *testing.T) {
 	g := newGate(1)
-	g.acquire(context.Background())
+	g.acquire(context.Background(), time.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- g.acquire(ctx) }()
+	go func() { _, err := g.acquire(ctx, time.Now); errc <- err }()
 	waitQueued(t, g, 1)
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -128,7 +128,7 @@ func TestGateWaiterLeavesOnCancel(t *testing.T) {
 		t.Fatalf("in flight %d, queued %d; want 1, 0", in, q)
 	}
 	g.release()
-	if err := g.acquire(context.Background()); err != nil {
+	if _, err := g.acquire(context.Background(), time.Now); err != nil {
 		t.Fatal(err)
 	}
 	g.release()
@@ -139,10 +139,10 @@ func TestGateWaiterLeavesOnCancel(t *testing.T) {
 func TestGateCancelRacingAGrant(t *testing.T) {
 	g := newGate(1)
 	for range 500 {
-		g.acquire(context.Background())
+		g.acquire(context.Background(), time.Now)
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
-		go func() { errc <- g.acquire(ctx) }()
+		go func() { _, err := g.acquire(ctx, time.Now); errc <- err }()
 		waitQueued(t, g, 1)
 		go cancel()
 		g.release()
@@ -157,14 +157,14 @@ func TestGateCancelRacingAGrant(t *testing.T) {
 
 func TestGateQueueStaysCompact(t *testing.T) {
 	g := newGate(1)
-	g.acquire(context.Background())
+	g.acquire(context.Background(), time.Now)
 	var wg sync.WaitGroup
 	const n = 300
 	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			g.acquire(context.Background())
+			g.acquire(context.Background(), time.Now)
 			g.release()
 		}()
 	}
@@ -182,7 +182,7 @@ func TestGateFastPathDoesNotAllocate(t *testing.T) {
 	g := newGate(4)
 	ctx := context.Background()
 	if n := testing.AllocsPerRun(1000, func() {
-		g.acquire(ctx)
+		g.acquire(ctx, time.Now)
 		g.release()
 	}); n != 0 {
 		t.Fatalf("acquire+release allocates %v times, want 0", n)
@@ -195,8 +195,31 @@ func BenchmarkGate(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			g.acquire(ctx)
+			g.acquire(ctx, time.Now)
 			g.release()
 		}
 	})
+}
+
+func TestGateReportsTheWait(t *testing.T) {
+	g := newGate(1)
+	var reads atomic.Int64
+	clock := func() time.Time { return time.Unix(0, reads.Add(1)*int64(5*time.Millisecond)) }
+	if w, err := g.acquire(context.Background(), clock); err != nil || w != 0 {
+		t.Fatalf("free slot: waited %v, err %v; want 0, nil", w, err)
+	}
+	if n := reads.Load(); n != 0 {
+		t.Fatalf("a free slot read the clock %d times, want 0", n)
+	}
+	waited := make(chan time.Duration, 1)
+	go func() {
+		w, _ := g.acquire(context.Background(), clock)
+		waited <- w
+	}()
+	waitQueued(t, g, 1)
+	g.release()
+	if w := <-waited; w != 5*time.Millisecond {
+		t.Fatalf("queued request waited %v, want 5ms by the clock", w)
+	}
+	g.release()
 }

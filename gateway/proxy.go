@@ -245,7 +245,11 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		gt := m.gates[in]
 		if gt != nil {
-			if err := gt.acquire(req.Context()); err != nil {
+			wait, err := gt.acquire(req.Context(), u.now)
+			if wait > 0 {
+				svc.metrics.Queued(svc.name, in.String(), wait)
+			}
+			if err != nil {
 				// The request's time ran out (or its client left) in
 				// the queue: nothing was sent, nothing to count.
 				report(done, context.Canceled)

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pyairtable/api-gateway/balancer"
 	"github.com/pyairtable/api-gateway/gateway"
+	"github.com/pyairtable/api-gateway/gateway/metrics"
 )
 
 // holdingBackend answers once release is closed, counting the requests it
@@ -59,9 +62,15 @@ func waitSeen(t *testing.T, b *holdingBackend, n int32) {
 // gateway and all get their answer; the backend never holds more.
 func TestMaxConnsPerInstanceQueues(t *testing.T) {
 	b := newHoldingBackend(t)
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	g, base := newGateway(t, gateway.Config{
 		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)}, MaxConnsPerInstance: 2}},
 		Routes:   []gateway.Route{{Prefix: "/", Service: "svc"}},
+		Metrics:  m,
 	})
 	const n = 6
 	codes := make(chan int, n)
@@ -100,6 +109,26 @@ func TestMaxConnsPerInstanceQueues(t *testing.T) {
 	}
 	if s := b.seen.Load(); s != n {
 		t.Errorf("backend saw %d requests, want %d", s, n)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queued, waits float64
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "gateway_upstream_queued_total":
+			for _, m := range mf.GetMetric() {
+				queued += m.GetCounter().GetValue()
+			}
+		case "gateway_upstream_queue_wait_seconds":
+			for _, m := range mf.GetMetric() {
+				waits += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	if queued != n-2 || waits != n-2 {
+		t.Errorf("metrics: %v queued, %v waits observed; want %d each", queued, waits, n-2)
 	}
 }
 

@@ -76,6 +76,8 @@ type Metrics struct {
 	attempts        *prometheus.CounterVec
 	attemptDuration *prometheus.HistogramVec
 	retries         *prometheus.CounterVec
+	queued          *prometheus.CounterVec
+	queueWait       *prometheus.HistogramVec
 
 	breakerState       *prometheus.GaugeVec
 	breakerTransitions *prometheus.CounterVec
@@ -107,6 +109,8 @@ type Metrics struct {
 	inFlightSeries  *cache[string, prometheus.Gauge]
 	attemptSeries   *cache[attemptKey, *attemptChildren]
 	retrySeries     *cache[pair, prometheus.Counter]
+	queuedSeries    *cache[pair, prometheus.Counter]
+	queueWaitSeries *cache[string, prometheus.Observer]
 	pickSeries      *cache[pair, prometheus.Counter]
 	rateLimitSeries *cache[string, *[2]prometheus.Counter]
 	storeErrSeries  *cache[string, prometheus.Counter]
@@ -207,6 +211,10 @@ func NewWithSettings(reg prometheus.Registerer, s Settings) (*Metrics, error) {
 			"Duration of upstream attempts until response headers or failure.", durations, "service", "instance", "code"),
 		retries: counterVec("retries_total",
 			"Upstream retries, by service and reason.", "service", "reason"),
+		queued: counterVec("upstream_queued_total",
+			"Requests that waited for one of an instance's max_conns_per_instance slots.", "service", "instance"),
+		queueWait: histogramVec("upstream_queue_wait_seconds",
+			"Time requests waited for an instance slot, of those that waited.", durations, "service"),
 
 		breakerState: gaugeVec("breaker_state",
 			"Circuit breaker state: 0 closed, 1 half-open, 2 open.", "service", "instance"),
@@ -255,7 +263,7 @@ func NewWithSettings(reg prometheus.Registerer, s Settings) (*Metrics, error) {
 
 	if err := m.register(
 		m.requests, m.requestDuration, m.inFlight, m.requestSize, m.responseSize,
-		m.attempts, m.attemptDuration, m.retries,
+		m.attempts, m.attemptDuration, m.retries, m.queued, m.queueWait,
 		m.breakerState, m.breakerTransitions, m.instanceHealthy, m.ejections, m.picks,
 		m.rateLimit, m.rateLimitErrors, m.authFailures,
 		m.wsConnections, m.wsSubscriptions, wsMessages, m.wsDrops,
@@ -330,6 +338,10 @@ func (m *Metrics) makeCaches(limit int) {
 			func(pair) pair { return pair{overflowValue, overflowValue} })
 	}
 	m.retrySeries = pairCache(m.retries, "retries_total")
+	m.queuedSeries = pairCache(m.queued, "upstream_queued_total")
+	m.queueWaitSeries = newCache(limit, overflow("upstream_queue_wait_seconds"),
+		func(service string) prometheus.Observer { return m.queueWait.WithLabelValues(labelValue(service)) },
+		func(string) string { return overflowValue })
 	m.pickSeries = pairCache(m.picks, "balancer_picks_total")
 	m.rateLimitSeries = newCache(limit, overflow("ratelimit_decisions_total"),
 		func(policy string) *[2]prometheus.Counter {
@@ -406,6 +418,16 @@ func (m *Metrics) ObserveAttempt(service, instance string, status int, dur time.
 	c := m.attemptSeries.get(attemptKey{service, instance, codeIndex(status)})
 	c.count.Inc()
 	c.duration.Observe(dur.Seconds())
+}
+
+// Queued records a request to instance of service that waited for a slot
+// (max_conns_per_instance) before it was sent, or gave up waiting.
+func (m *Metrics) Queued(service, instance string, wait time.Duration) {
+	if m == nil {
+		return
+	}
+	m.queuedSeries.get(pair{service, instance}).Inc()
+	m.queueWaitSeries.get(service).Observe(wait.Seconds())
 }
 
 // Retry counts a retry of a request to service. reason must come from a
