@@ -160,3 +160,60 @@ func TestQueuedRequestTimesOut(t *testing.T) {
 		t.Errorf("backend saw %d requests, want only the held one", s)
 	}
 }
+
+// TestMaxConnsPerInstanceFollowsUpdate: an update that keeps the bound
+// keeps the slots in use (the bound holds across it); one that changes it
+// applies to new requests at once, and requests of the old gate finish.
+func TestMaxConnsPerInstanceFollowsUpdate(t *testing.T) {
+	b := newHoldingBackend(t)
+	in := inst(t, b.URL)
+	cfg := func(bound int) gateway.Config {
+		return gateway.Config{
+			Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{in}, MaxConnsPerInstance: bound}},
+			Routes:   []gateway.Route{{Prefix: "/", Service: "svc", Public: true}},
+		}
+	}
+	g, base := newGateway(t, cfg(1))
+	codes := make(chan int, 8)
+	send := func() {
+		go func() {
+			resp, err := http.Get(base + "/u")
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	queued := func() int { return g.Health().Services[0].Instances[0].Queued }
+	send()
+	waitSeen(t, b, 1)
+	if err := g.Update(cfg(1)); err != nil { // same bound: same gate
+		t.Fatal(err)
+	}
+	send()
+	for deadline := time.Now().Add(5 * time.Second); queued() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("queued %d after an update keeping the bound, want 1", queued())
+		}
+	}
+	if s := b.seen.Load(); s != 1 {
+		t.Fatalf("backend saw %d requests with a bound of 1 kept across an update, want 1", s)
+	}
+	if err := g.Update(cfg(3)); err != nil {
+		t.Fatal(err)
+	}
+	send()
+	send()
+	waitSeen(t, b, 3) // the new bound admits both at once
+	close(b.release)
+	for range 4 {
+		if c := <-codes; c != http.StatusOK {
+			t.Errorf("status %d, want 200", c)
+		}
+	}
+	if q := queued(); q != 0 {
+		t.Errorf("queued %d at the end, want 0", q)
+	}
+}
