@@ -20,10 +20,13 @@ type Resolution struct {
 	Service string
 	// Path is the path forwarded to the backend (cleaned, prefix
 	// stripped).
-	Path      string
-	Timeout   time.Duration
-	Retries   int
-	Instances []string
+	Path    string
+	Timeout time.Duration
+	Retries int
+	// MaxConnsPerInstance is the service's bound on requests in flight
+	// per instance (0: none).
+	MaxConnsPerInstance int
+	Instances           []string
 }
 
 // Resolve routes a hypothetical request without sending it. target is a
@@ -43,7 +46,8 @@ func (g *Gateway) Resolve(method, host, target string) Resolution {
 	case matchMethod:
 		return Resolution{Status: http.StatusMethodNotAllowed, Allow: t.router.allowed(host, p), Path: p}
 	}
-	res := Resolution{Status: http.StatusOK, Route: e.route, Service: e.svc.name, Path: p, Timeout: e.svc.timeout, Retries: e.svc.retries}
+	res := Resolution{Status: http.StatusOK, Route: e.route, Service: e.svc.name, Path: p, Timeout: e.svc.timeout, Retries: e.svc.retries,
+		MaxConnsPerInstance: e.svc.maxConns}
 	if res.Retries < 0 {
 		res.Retries = 0
 	}

@@ -195,8 +195,12 @@ func route(args []string, stdout, stderr io.Writer) int {
 	if len(res.Route.Roles) > 0 {
 		roles = strings.Join(res.Route.Roles, " | ")
 	}
-	fmt.Fprintf(stdout, "route:     %s\nservice:   %s\nforwarded: %s\nauth:      %s\nroles:     %s\ntimeout:   %s\nretries:   %d\ninstances: %s\n",
-		res.Route.Name, res.Service, res.Path, auth, roles, res.Timeout, res.Retries, strings.Join(res.Instances, ", "))
+	queue := "none"
+	if res.MaxConnsPerInstance > 0 {
+		queue = fmt.Sprintf("beyond %d in flight per instance", res.MaxConnsPerInstance)
+	}
+	fmt.Fprintf(stdout, "route:     %s\nservice:   %s\nforwarded: %s\nauth:      %s\nroles:     %s\ntimeout:   %s\nretries:   %d\nqueue:     %s\ninstances: %s\n",
+		res.Route.Name, res.Service, res.Path, auth, roles, res.Timeout, res.Retries, queue, strings.Join(res.Instances, ", "))
 	return 0
 }
 

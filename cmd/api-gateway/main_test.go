@@ -60,6 +60,21 @@ func TestRoute(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "404") {
 		t.Errorf("route /nope = %d\n%s", code, out)
 	}
+	if !strings.Contains(routeOut(t, "GET", "/api/v1/records"), "queue:     none") {
+		t.Errorf("route without a queue bound does not say so")
+	}
+	cfg := filepath.Join(t.TempDir(), "queue.yaml")
+	os.WriteFile(cfg, []byte("services:\n  records:\n    url: http://127.0.0.1:8087\n    max_conns_per_instance: 16\nroutes:\n  - {prefix: /api/v1/records, service: records}\n"), 0o600)
+	code, out, _ = runCmd(t, "route", "-config", cfg, "GET", "/api/v1/records/7")
+	if code != 0 || !strings.Contains(out, "queue:     beyond 16 in flight per instance") {
+		t.Errorf("route with max_conns_per_instance = %d\n%s", code, out)
+	}
+}
+
+func routeOut(t *testing.T, method, path string) string {
+	t.Helper()
+	_, out, _ := runCmd(t, "route", method, path)
+	return out
 }
 
 func TestToken(t *testing.T) {
