@@ -2,9 +2,14 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
+
+// errQueueTimeout reports a request that waited its service's
+// QueueTimeout for an instance slot: 503, try again later.
+var errQueueTimeout = errors.New("gateway: no instance slot within the queue timeout")
 
 // gate bounds the requests in flight to one instance; the others wait in
 // arrival order for a slot, as HAProxy's per-server maxconn queues them.
@@ -35,10 +40,11 @@ var waiterPool = sync.Pool{New: func() any { return &gateWaiter{ready: make(chan
 
 func newGate(limit int) *gate { return &gate{limit: limit} }
 
-// acquire takes a slot, waiting for one while ctx lasts. On error the
+// acquire takes a slot, waiting for one while ctx lasts and, if maxWait
+// is positive, for at most maxWait (then errQueueTimeout). On error the
 // caller holds no slot. A request that had to queue reports how long it
 // waited (now is read only then); one that did not reports zero.
-func (g *gate) acquire(ctx context.Context, now func() time.Time) (waited time.Duration, err error) {
+func (g *gate) acquire(ctx context.Context, maxWait time.Duration, now func() time.Time) (waited time.Duration, err error) {
 	g.mu.Lock()
 	if g.inflight < g.limit && g.head == len(g.queue) {
 		g.inflight++
@@ -52,21 +58,30 @@ func (g *gate) acquire(ctx context.Context, now func() time.Time) (waited time.D
 	g.queue = append(g.queue, w)
 	g.mu.Unlock()
 
+	var expired <-chan time.Time
+	if maxWait > 0 {
+		t := time.NewTimer(maxWait)
+		defer t.Stop()
+		expired = t.C
+	}
+	leave := ctx.Err
 	select {
 	case <-w.ready:
 		waiterPool.Put(w)
 		return 0, nil
 	case <-ctx.Done():
+	case <-expired:
+		leave = func() error { return errQueueTimeout }
 	}
 	g.mu.Lock()
 	if w.granted {
-		// A release handed this waiter the slot as its context ended:
-		// pass the slot on rather than leak it.
+		// A release handed this waiter the slot as it gave up: pass
+		// the slot on rather than leak it.
 		g.mu.Unlock()
 		<-w.ready
 		waiterPool.Put(w)
 		g.release()
-		return 0, ctx.Err()
+		return 0, leave()
 	}
 	for i := g.head; i < len(g.queue); i++ {
 		if g.queue[i] == w {
@@ -79,7 +94,7 @@ func (g *gate) acquire(ctx context.Context, now func() time.Time) (waited time.D
 	g.compact()
 	g.mu.Unlock()
 	waiterPool.Put(w) // never signalled: its channel is empty
-	return 0, ctx.Err()
+	return 0, leave()
 }
 
 // release frees a slot, handing it to the longest waiter if there is one.

@@ -29,7 +29,7 @@ func TestGateGrantsInArrivalOrder(t *testing.T) {
 	g := newGate(2)
 	ctx := context.Background()
 	for range 2 {
-		if _, err := g.acquire(ctx, time.Now); err != nil {
+		if _, err := g.acquire(ctx, 0, time.Now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -40,7 +40,7 @@ func TestGateGrantsInArrivalOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := g.acquire(ctx, time.Now); err != nil {
+			if _, err := g.acquire(ctx, 0, time.Now); err != nil {
 				t.Error(err)
 				return
 			}
@@ -90,7 +90,7 @@ func TestGateNeverExceedsItsLimit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range rounds {
-				if _, err := g.acquire(context.Background(), time.Now); err != nil {
+				if _, err := g.acquire(context.Background(), 0, time.Now); err != nil {
 					t.Error(err)
 					return
 				}
@@ -115,10 +115,10 @@ func TestGateNeverExceedsItsLimit(t *testing.T) {
 // queue without a slot, and the slots stay accounted for.
 func TestGateWaiterLeavesOnCancel(t *testing.T) {
 	g := newGate(1)
-	g.acquire(context.Background(), time.Now)
+	g.acquire(context.Background(), 0, time.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { _, err := g.acquire(ctx, time.Now); errc <- err }()
+	go func() { _, err := g.acquire(ctx, 0, time.Now); errc <- err }()
 	waitQueued(t, g, 1)
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -128,7 +128,7 @@ func TestGateWaiterLeavesOnCancel(t *testing.T) {
 		t.Fatalf("in flight %d, queued %d; want 1, 0", in, q)
 	}
 	g.release()
-	if _, err := g.acquire(context.Background(), time.Now); err != nil {
+	if _, err := g.acquire(context.Background(), 0, time.Now); err != nil {
 		t.Fatal(err)
 	}
 	g.release()
@@ -139,10 +139,10 @@ func TestGateWaiterLeavesOnCancel(t *testing.T) {
 func TestGateCancelRacingAGrant(t *testing.T) {
 	g := newGate(1)
 	for range 500 {
-		g.acquire(context.Background(), time.Now)
+		g.acquire(context.Background(), 0, time.Now)
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
-		go func() { _, err := g.acquire(ctx, time.Now); errc <- err }()
+		go func() { _, err := g.acquire(ctx, 0, time.Now); errc <- err }()
 		waitQueued(t, g, 1)
 		go cancel()
 		g.release()
@@ -157,14 +157,14 @@ func TestGateCancelRacingAGrant(t *testing.T) {
 
 func TestGateQueueStaysCompact(t *testing.T) {
 	g := newGate(1)
-	g.acquire(context.Background(), time.Now)
+	g.acquire(context.Background(), 0, time.Now)
 	var wg sync.WaitGroup
 	const n = 300
 	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			g.acquire(context.Background(), time.Now)
+			g.acquire(context.Background(), 0, time.Now)
 			g.release()
 		}()
 	}
@@ -182,7 +182,7 @@ func TestGateFastPathDoesNotAllocate(t *testing.T) {
 	g := newGate(4)
 	ctx := context.Background()
 	if n := testing.AllocsPerRun(1000, func() {
-		g.acquire(ctx, time.Now)
+		g.acquire(ctx, 0, time.Now)
 		g.release()
 	}); n != 0 {
 		t.Fatalf("acquire+release allocates %v times, want 0", n)
@@ -195,7 +195,7 @@ func BenchmarkGate(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			g.acquire(ctx, time.Now)
+			g.acquire(ctx, 0, time.Now)
 			g.release()
 		}
 	})
@@ -205,7 +205,7 @@ func TestGateReportsTheWait(t *testing.T) {
 	g := newGate(1)
 	var reads atomic.Int64
 	clock := func() time.Time { return time.Unix(0, reads.Add(1)*int64(5*time.Millisecond)) }
-	if w, err := g.acquire(context.Background(), clock); err != nil || w != 0 {
+	if w, err := g.acquire(context.Background(), 0, clock); err != nil || w != 0 {
 		t.Fatalf("free slot: waited %v, err %v; want 0, nil", w, err)
 	}
 	if n := reads.Load(); n != 0 {
@@ -213,13 +213,31 @@ func TestGateReportsTheWait(t *testing.T) {
 	}
 	waited := make(chan time.Duration, 1)
 	go func() {
-		w, _ := g.acquire(context.Background(), clock)
+		w, _ := g.acquire(context.Background(), 0, clock)
 		waited <- w
 	}()
 	waitQueued(t, g, 1)
 	g.release()
 	if w := <-waited; w != 5*time.Millisecond {
 		t.Fatalf("queued request waited %v, want 5ms by the clock", w)
+	}
+	g.release()
+}
+
+// TestGateQueueTimeout: a waiter gives up after maxWait with
+// errQueueTimeout and leaves no trace in the gate.
+func TestGateQueueTimeout(t *testing.T) {
+	g := newGate(1)
+	g.acquire(context.Background(), 0, time.Now)
+	if _, err := g.acquire(context.Background(), 20*time.Millisecond, time.Now); err != errQueueTimeout {
+		t.Fatalf("acquire = %v, want errQueueTimeout", err)
+	}
+	if in, q := g.load(); in != 1 || q != 0 {
+		t.Fatalf("in flight %d, queued %d; want 1, 0", in, q)
+	}
+	g.release()
+	if _, err := g.acquire(context.Background(), 20*time.Millisecond, time.Now); err != nil {
+		t.Fatalf("free slot with a queue timeout: %v", err)
 	}
 	g.release()
 }

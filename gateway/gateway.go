@@ -166,6 +166,11 @@ type Service struct {
 	// WebSocket tunnels are not counted. Zero: no bound but
 	// TransportSettings.MaxConnsPerHost.
 	MaxConnsPerInstance int
+	// QueueTimeout bounds a request's wait for one of those slots;
+	// beyond it the request is answered 503 with Retry-After, so a
+	// stalled backend sheds load instead of holding every client for
+	// the whole Timeout. Zero: a request may wait until its Timeout.
+	QueueTimeout time.Duration
 }
 
 // Route maps requests to a service. Exactly one of Path and Prefix is set.

@@ -109,6 +109,10 @@ func problemFor(r *http.Request, err error) (p Problem, ok bool) {
 	case errors.As(err, &mbe):
 		p = ProblemBodyTooLarge
 		p.Detail = "the request body exceeds the limit of " + strconv.FormatInt(mbe.Limit, 10) + " bytes"
+	case errors.Is(err, errQueueTimeout):
+		p = ProblemUnavailable
+		p.Detail = "the service is at its concurrency limit; try again shortly"
+		p.RetryAfter = time.Second
 	case errors.Is(err, balancer.ErrNoInstance):
 		p = ProblemUnavailable
 		p.RetryAfter = time.Second

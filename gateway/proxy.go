@@ -245,7 +245,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		gt := m.gates[in]
 		if gt != nil {
-			wait, err := gt.acquire(req.Context(), u.now)
+			wait, err := gt.acquire(req.Context(), svc.queueWait, u.now)
 			if wait > 0 {
 				svc.metrics.Queued(svc.name, in.String(), wait)
 			}
@@ -254,6 +254,9 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 				// the queue: nothing was sent, nothing to count.
 				report(done, context.Canceled)
 				report(svcDone, context.Canceled)
+				if err == errQueueTimeout {
+					return nil, &unavailableError{err: err, retryAfter: time.Second}
+				}
 				return nil, err
 			}
 		}

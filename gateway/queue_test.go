@@ -161,6 +161,39 @@ func TestQueuedRequestTimesOut(t *testing.T) {
 	}
 }
 
+// TestQueueTimeoutSheds: with a queue timeout shorter than the service
+// timeout, a request that cannot get a slot in time is answered 503 with
+// Retry-After, and is never sent.
+func TestQueueTimeoutSheds(t *testing.T) {
+	b := newHoldingBackend(t)
+	defer close(b.release)
+	_, base := newGateway(t, gateway.Config{
+		Services: []gateway.Service{{Name: "svc", Instances: []*balancer.Instance{inst(t, b.URL)},
+			MaxConnsPerInstance: 1, QueueTimeout: 50 * time.Millisecond, Timeout: 10 * time.Second}},
+		Routes: []gateway.Route{{Prefix: "/", Service: "svc"}},
+	})
+	stream, err := http.Get(base + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	waitSeen(t, b, 1)
+	start := time.Now()
+	res := get(t, base+"/shed")
+	if res.status != http.StatusServiceUnavailable || res.header.Get("Retry-After") == "" {
+		t.Fatalf("queued past queue_timeout: status %d, Retry-After %q; want 503 with Retry-After", res.status, res.header.Get("Retry-After"))
+	}
+	if res.problem["request_id"] == nil {
+		t.Errorf("problem %v has no request_id", res.problem)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("answered after %v: the queue timeout did not apply", d)
+	}
+	if s := b.seen.Load(); s != 1 {
+		t.Errorf("backend saw %d requests, want only the stream", s)
+	}
+}
+
 // TestMaxConnsPerInstanceFollowsUpdate: an update that keeps the bound
 // keeps the slots in use (the bound holds across it); one that changes it
 // applies to new requests at once, and requests of the old gate finish.

@@ -97,6 +97,7 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 		bal:        s.Balancer,
 		timeout:    s.Timeout,
 		maxConns:   max(s.MaxConnsPerInstance, 0),
+		queueWait:  max(s.QueueTimeout, 0),
 		tryTimeout: s.TryTimeout,
 		retries:    s.RetryCount,
 		retry:      s.Retry.withDefaults(),
@@ -230,6 +231,7 @@ type service struct {
 	removed    []*balancer.Instance // left in the last update; drained once it is live
 	up         *upstream            // the service's RoundTripper
 	maxConns   int                  // per instance; 0: no gate
+	queueWait  time.Duration        // longest wait for a gate slot; 0: the timeout
 	mu         sync.Mutex           // serialises membership changes
 }
 

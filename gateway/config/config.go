@@ -189,6 +189,9 @@ type Service struct {
 	// MaxConnsPerInstance bounds requests in flight per instance; more
 	// wait in the gateway (0: no bound but server.transport's).
 	MaxConnsPerInstance int `yaml:"max_conns_per_instance"`
+	// QueueTimeout bounds the wait for a slot (503 beyond it); 0: the
+	// service timeout (504).
+	QueueTimeout Duration `yaml:"queue_timeout"`
 }
 
 // Instance is one backend of a service.

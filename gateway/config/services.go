@@ -216,6 +216,7 @@ func (c *Config) service(name string, svc Service, clientIP func(*http.Request) 
 		TryTimeout:          svc.TryTimeout.D(),
 		RetryCount:          *svc.RetryCount,
 		MaxConnsPerInstance: svc.MaxConnsPerInstance,
+		QueueTimeout:        svc.QueueTimeout.D(),
 		Retry: gateway.RetryPolicy{
 			Budget: svc.Retry.Budget, MinPerSecond: svc.Retry.MinPerSecond,
 			BackoffBase: svc.Retry.BackoffBase.D(), BackoffMax: svc.Retry.BackoffMax.D(),

@@ -169,6 +169,9 @@ func (c *Config) validate(file string) []Problem {
 		if svc.MaxConnsPerInstance < 0 {
 			v.add(key+".max_conns_per_instance", "%d is negative", svc.MaxConnsPerInstance)
 		}
+		if svc.QueueTimeout > 0 && svc.MaxConnsPerInstance == 0 {
+			v.add(key+".queue_timeout", "has no effect without max_conns_per_instance")
+		}
 	}
 
 	type routeKey struct{ host, path, prefix, method string }
