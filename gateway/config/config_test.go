@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pyairtable/api-gateway/gateway"
 	"github.com/pyairtable/api-gateway/gateway/config"
@@ -175,6 +176,11 @@ func TestFullExampleLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	gc.Logger = quiet
+	for _, s := range gc.Services {
+		if s.Name == "record_service" && (s.MaxConnsPerInstance != 64 || s.QueueTimeout != 2*time.Second) {
+			t.Errorf("record_service: max_conns_per_instance %d, queue_timeout %v; want 64, 2s", s.MaxConnsPerInstance, s.QueueTimeout)
+		}
+	}
 	if _, err := gateway.New(gc); err != nil {
 		t.Fatalf("gateway from full.yaml: %v", err)
 	}
