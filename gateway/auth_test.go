@@ -386,6 +386,7 @@ func TestSecurityHeadersOnEveryResponse(t *testing.T) {
 		w.Header().Set("Server", "gunicorn/20.1")
 		w.Header().Set("X-Powered-By", "FastAPI")
 		w.Header().Set("X-Frame-Options", "ALLOWALL")
+		w.Header().Set("Date", "Mon, 02 Jan 2006 15:04:05 GMT") // a backend with a wrong clock
 		io.WriteString(w, "ok")
 	}))
 	_, base := newGateway(t, gateway.Config{
@@ -404,6 +405,10 @@ func TestSecurityHeadersOnEveryResponse(t *testing.T) {
 		}
 		if h.Get("Server") != "" || h.Get("X-Powered-By") != "" {
 			t.Errorf("%s: backend software leaked: Server=%q X-Powered-By=%q", path, h.Get("Server"), h.Get("X-Powered-By"))
+		}
+		// The gateway dates its responses itself, as nginx does.
+		if d, err := http.ParseTime(h.Get("Date")); err != nil || len(h.Values("Date")) != 1 || time.Since(d).Abs() > time.Minute {
+			t.Errorf("%s: Date %q, want one value from the gateway's clock", path, h.Values("Date"))
 		}
 		if h.Get("Strict-Transport-Security") != "" {
 			t.Errorf("%s: HSTS over plain HTTP", path)
