@@ -185,21 +185,26 @@ func (g *Gateway) writeAuthError(w http.ResponseWriter, r *http.Request, err err
 // setIdentity sets the identity headers of the outbound request from the
 // principal. stripClientHeaders has removed whatever the client sent under
 // those names.
-func setIdentity(h http.Header, p *authn.Principal) {
+func (st *requestState) setIdentity(h http.Header) {
+	p := st.principal
 	if p == nil {
 		return
 	}
-	h[headerUserID] = []string{p.Subject}
-	h[headerAuthSubject] = []string{p.Subject}
-	h[headerAuthMethod] = []string{p.Method}
+	// Values live in the request's state (see val): no allocation per
+	// header. The two subject headers share one value slice, which is
+	// full (len == cap), so an Add to either copies it.
+	sub := st.val(5, p.Subject)
+	h[headerUserID] = sub
+	h[headerAuthSubject] = sub
+	h[headerAuthMethod] = st.val(6, p.Method)
 	if len(p.Roles) > 0 {
-		h[headerUserRoles] = []string{strings.Join(p.Roles, ",")}
+		h[headerUserRoles] = st.val(7, strings.Join(p.Roles, ","))
 	}
 	if len(p.Permissions) > 0 {
 		h[headerUserPerms] = []string{strings.Join(p.Permissions, ",")}
 	}
 	if p.Tenant != "" {
-		h[headerTenantID] = []string{p.Tenant}
+		h[headerTenantID] = st.val(8, p.Tenant)
 	}
 }
 

@@ -644,7 +644,7 @@ type requestState struct {
 	edge      *edge
 	table     *table       // the configuration the request is routed by
 	tracked   trackedBody  // the response body's accounting
-	vals      [5][1]string // header values: see val
+	vals      [9][1]string // header values: see val
 	idBuf     [36]byte     // a generated request id; st.id aliases it
 	svc       *service     // the service chosen by a split or fallback, if not the route's
 	body      bodyWatch    // the client's body, watched for read failures

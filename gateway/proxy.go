@@ -139,7 +139,7 @@ func rewrite(pr *httputil.ProxyRequest, strip string, tr *transform.Transform) {
 		st.injectTrace(h)
 		allowOverride := st.route != nil && st.route.route.AllowOverrideHeaders
 		stripClientHeaders(h, st.table != nil && st.table.limits.AllowUnderscoreHeaders, allowOverride)
-		setIdentity(h, st.principal)
+		st.setIdentity(h)
 	} else {
 		stripClientHeaders(h, false, false)
 	}
