@@ -64,14 +64,14 @@ func (g *gate) acquire(ctx context.Context, maxWait time.Duration, now func() ti
 		defer t.Stop()
 		expired = t.C
 	}
-	leave := ctx.Err
 	select {
 	case <-w.ready:
 		waiterPool.Put(w)
 		return 0, nil
 	case <-ctx.Done():
+		err = ctx.Err()
 	case <-expired:
-		leave = func() error { return errQueueTimeout }
+		err = errQueueTimeout
 	}
 	g.mu.Lock()
 	if w.granted {
@@ -81,7 +81,7 @@ func (g *gate) acquire(ctx context.Context, maxWait time.Duration, now func() ti
 		<-w.ready
 		waiterPool.Put(w)
 		g.release()
-		return 0, leave()
+		return 0, err
 	}
 	for i := g.head; i < len(g.queue); i++ {
 		if g.queue[i] == w {
@@ -94,7 +94,7 @@ func (g *gate) acquire(ctx context.Context, maxWait time.Duration, now func() ti
 	g.compact()
 	g.mu.Unlock()
 	waiterPool.Put(w) // never signalled: its channel is empty
-	return 0, leave()
+	return 0, err
 }
 
 // release frees a slot, handing it to the longest waiter if there is one.

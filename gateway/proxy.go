@@ -260,10 +260,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 				// the queue: nothing was sent, nothing to count.
 				report(done, context.Canceled)
 				report(svcDone, context.Canceled)
-				if err == errQueueTimeout {
-					return nil, &unavailableError{err: err, retryAfter: time.Second}
-				}
-				return nil, err
+				return nil, err // errQueueTimeout: 503 (problemFor)
 			}
 		}
 		attempts++
