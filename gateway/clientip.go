@@ -63,6 +63,17 @@ func peerAddr(remote string) netip.Addr {
 	return netip.Addr{}
 }
 
+// v4Host returns the address of an "a.b.c.d:port" peer, or "" for any
+// other form. Parsed by netip (which refuses leading zeros), that address
+// is already in the canonical form Addr.String would allocate.
+func v4Host(remote string) string {
+	i := strings.LastIndexByte(remote, ':')
+	if i < 7 || strings.IndexByte(remote[:i], ':') >= 0 {
+		return ""
+	}
+	return remote[:i]
+}
+
 // ClientIP returns the address of the client that made r: the connection's
 // peer, unless the peer is a trusted proxy, in which case X-Forwarded-For is
 // walked right to left and the first address that is not itself a trusted

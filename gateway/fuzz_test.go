@@ -60,13 +60,16 @@ func FuzzRouting(f *testing.F) {
 }
 
 // FuzzClientIP checks that the client address is always either the peer
-// or an address written in X-Forwarded-For, and that an untrusted peer can
-// never choose it.
+// or an address written in X-Forwarded-For, that an untrusted peer can
+// never choose it, and that the peer's address taken from RemoteAddr
+// without allocating is the one Addr.String would write.
 func FuzzClientIP(f *testing.F) {
 	f.Add("10.0.0.1:1234", "203.0.113.7, 10.0.0.2")
 	f.Add("203.0.113.9:80", "1.2.3.4")
 	f.Add("[::1]:80", "::1, 2001:db8::1, garbage")
 	f.Add("10.0.0.1:1", "")
+	f.Add("::ffff:10.0.0.1", "")
+	f.Add("[::ffff:203.0.113.9]:443", "")
 	proxies, _ := NewProxies("10.0.0.0/8", "::1")
 	f.Fuzz(func(t *testing.T, remote, xff string) {
 		r := &http.Request{RemoteAddr: remote, Header: http.Header{}}
@@ -75,6 +78,9 @@ func FuzzClientIP(f *testing.F) {
 		}
 		got := proxies.ClientIP(r)
 		peer := peerAddr(remote)
+		if h := v4Host(remote); peer.Is4() && h != "" && h != peer.String() {
+			t.Fatalf("peer %q: v4Host %q, Addr.String %q", remote, h, peer)
+		}
 		if !peer.IsValid() || !proxies.Contains(peer) {
 			if got != peer {
 				t.Fatalf("untrusted peer %q: client %v, want the peer", remote, got)

@@ -761,6 +761,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		peer = peerAddr(r.RemoteAddr)
 	}
 	st.clientIP = t.proxies.clientIP(peer, r)
+	if st.clientIP == peer && peer.Is4() {
+		st.ipKey = v4Host(r.RemoteAddr) // "" if not in the plain form
+	}
 	st.viaProxy, st.tls, st.edge, st.table = viaProxy, tls, t.edge, t
 	r = r.WithContext(st)
 	defer g.finish(st, r)

@@ -603,11 +603,14 @@ func (w *responseWriter) extendDeadline() {
 		return
 	}
 	t := now.Add(w.writeTimeout)
-	if d, ok := w.ResponseWriter.(writeDeadliner); ok {
+	switch d := w.ResponseWriter.(type) {
+	case writeDeadliner:
 		d.SetWriteDeadline(t)
-		return
+	case interface{ Unwrap() http.ResponseWriter }:
+		http.NewResponseController(w.ResponseWriter).SetWriteDeadline(t)
 	}
-	http.NewResponseController(w.ResponseWriter).SetWriteDeadline(t)
+	// Other writers cannot reach a connection: asking would only build
+	// an ErrNotSupported error per response.
 }
 
 func (w *responseWriter) Write(b []byte) (int, error) {
