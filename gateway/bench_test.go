@@ -68,7 +68,15 @@ type benchTarget struct {
 func benchTargets(b *testing.B) ([]benchTarget, string) {
 	backend := benchBackend(b)
 	target, _ := url.Parse(backend.URL)
-	tr := &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, DisableCompression: true} // as the harness's minproxy
+	// The Transport of the harness's minproxy (../shared/bench), the bare
+	// proxy every ratio is quoted against.
+	tr := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost:   8192,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		DisableCompression:    true,
+	}
 	b.Cleanup(tr.CloseIdleConnections)
 	bare := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -88,8 +96,8 @@ func benchTargets(b *testing.B) ([]benchTarget, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	m, _ := metrics.New(reg)
+	m, _ := metrics.New(prometheus.NewRegistry())
+	m2, _ := metrics.New(prometheus.NewRegistry())
 	secret := []byte("bench-secret-0123456789abcdef-0123456789")
 	jwtAuth, _ := authn.NewJWT(authn.JWTSettings{Secret: secret})
 	token, _ := authn.MintHS256(secret, authn.MintClaims{Subject: "bench", TTL: time.Hour})
@@ -114,7 +122,21 @@ func benchTargets(b *testing.B) ([]benchTarget, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return []benchTarget{{"bare", bare, nil}, {"gateway", g, g}, {"gateway_full_chain", full, full}}, token
+	// The observability chain alone (issue #8's benchmark): metrics, JSON
+	// access log through the async writer, trace context.
+	observed, err := gateway.New(gateway.Config{
+		Services:  []gateway.Service{{Name: "records", Instances: []*balancer.Instance{balancer.MustInstance(backend.URL, 1)}}},
+		Routes:    benchRoutesExternal("records"),
+		Transport: gateway.TransportSettings{MaxIdleConnsPerHost: 1000},
+		Logger:    slog.New(slog.DiscardHandler),
+		Metrics:   m2,
+		AccessLog: gateway.NewAccessLog(logOut, "json"),
+		Server:    gateway.ServerSettings{ShutdownDelay: -1},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return []benchTarget{{"bare", bare, nil}, {"gateway", g, g}, {"gateway_observed", observed, observed}, {"gateway_full_chain", full, full}}, token
 }
 
 // BenchmarkProxy compares the gateway with a bare, tuned
