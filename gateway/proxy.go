@@ -116,7 +116,14 @@ func rewrite(pr *httputil.ProxyRequest, strip string, tr *transform.Transform) {
 	// and tracing headers, so no transform can forge those.
 	tr.ApplyRequest(out, pr.In, vars{})
 	h := out.Header
-	if st != nil {
+	if st == nil {
+		stripClientHeaders(h, false, false)
+	} else {
+		// Stripped before the gateway adds its own headers (none of
+		// which the stripping would touch): the pass covers only what
+		// came in.
+		allowOverride := st.route != nil && st.route.route.AllowOverrideHeaders
+		stripClientHeaders(h, st.table != nil && st.table.limits.AllowUnderscoreHeaders, allowOverride)
 		if st.viaProxy {
 			// A trusted proxy's chain is extended, not replaced.
 			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
@@ -137,11 +144,7 @@ func rewrite(pr *httputil.ProxyRequest, strip string, tr *transform.Transform) {
 		h["X-Real-Ip"] = st.val(2, st.ip())
 		h[headerRequestID] = st.val(3, st.id)
 		st.injectTrace(h)
-		allowOverride := st.route != nil && st.route.route.AllowOverrideHeaders
-		stripClientHeaders(h, st.table != nil && st.table.limits.AllowUnderscoreHeaders, allowOverride)
 		st.setIdentity(h)
-	} else {
-		stripClientHeaders(h, false, false)
 	}
 	// Only WebSocket upgrades are forwarded, and only on routes that allow
 	// them; h2c and other protocol switches would hand the client a raw
