@@ -8,9 +8,10 @@
 // mode, and runs the harness's run.sh with the gateway as its target.
 // Modes:
 //
-//	bare   no auth, no rate limit, no access log (routing and proxying only)
-//	off    metrics, access logs, trace context, per-IP rate limit (not hit); no auth
-//	full   as off, plus JWT auth on the route (HS256; -alg EdDSA for Ed25519)
+//	bare      no auth, no rate limit, no access log (routing and proxying only)
+//	observed  metrics, access logs, trace context; no rate limit, no auth
+//	off       as observed, plus a per-IP rate limit (not hit)
+//	full      as off, plus JWT auth on the route (HS256; -alg EdDSA for Ed25519)
 //
 // -max-conns N sets the service's max_conns_per_instance: with fast
 // backends, fewer upstream connections than client connections (the
@@ -19,6 +20,14 @@
 // Extra harness knobs pass through the environment (CONNS, ROUNDS,
 // DURATION, WARMUP, ...); see the harness README. Traffic stays on
 // 127.0.0.1 and the harness stops every process it started.
+//
+// -inprocess N instead runs the gateway package's handler benchmark
+// (BenchmarkProxy: the bare proxy, the gateway, the observability chain
+// and the full chain, all calling one real loopback backend) in N fresh
+// processes and prints each target's median ratio to the bare proxy over
+// the rounds, with the range:
+//
+//	go run ./cmd/gwbench -inprocess 10
 package main
 
 import (
@@ -41,11 +50,21 @@ import (
 
 func main() {
 	harness := flag.String("harness", "../shared/bench", "directory of the shared benchmark harness (run.sh)")
-	mode := flag.String("mode", "full", "bare, off or full")
+	mode := flag.String("mode", "full", "bare, observed, off or full")
 	alg := flag.String("alg", "HS256", "JWT algorithm in full mode: HS256 or EdDSA")
 	port := flag.Int("port", 19080, "gateway port")
 	maxConns := flag.Int("max-conns", 0, "services.items.max_conns_per_instance (0: no bound); fewer upstream connections than client connections makes the gateway queue requests, which costs less CPU with fast backends")
+	rounds := flag.Int("inprocess", 0, "instead of the harness, run the in-process handler benchmark this many rounds and report median ratios")
+	bench := flag.String("bench", "BenchmarkProxy/", "with -inprocess: the benchmarks to run (go test -bench pattern)")
+	benchtime := flag.String("benchtime", "2s", "with -inprocess: go test -benchtime per target and round")
 	flag.Parse()
+	if *rounds > 0 {
+		if err := inProcess(*rounds, *bench, *benchtime, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "gwbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*harness, *mode, *alg, *port, *maxConns); err != nil {
 		fmt.Fprintln(os.Stderr, "gwbench:", err)
 		os.Exit(1)
@@ -111,7 +130,7 @@ admin: {port: %d}
 log: {level: warn, access: %t}
 metrics: {enabled: %t}
 `, port, port+1000, mode != "bare", mode != "bare")
-	if mode != "bare" {
+	if mode != "bare" && mode != "observed" {
 		b.WriteString("security:\n  rate_limit: {enabled: true, per_ip_limit: 100000000, window: 1s}\n")
 	}
 	public := "true"
@@ -145,7 +164,7 @@ metrics: {enabled: %t}
 		default:
 			return "", "", fmt.Errorf("unknown -alg %q", alg)
 		}
-	} else if mode != "bare" && mode != "off" {
+	} else if mode != "bare" && mode != "observed" && mode != "off" {
 		return "", "", fmt.Errorf("unknown -mode %q", mode)
 	}
 	fmt.Fprintf(&b, `services:
