@@ -59,12 +59,14 @@ type benchTarget struct {
 }
 
 // benchTargets builds the handlers BenchmarkProxy and BenchmarkServe
-// compare, all calling the same real backend: a bare, tuned
-// httputil.ReverseProxy; the gateway with routing and proxying only; and
-// the full chain: JWT auth (cached verify), per-IP rate limit (not hit),
-// Prometheus metrics, JSON access log through the async writer, trace
-// context, security headers. It also returns the bearer token the full
-// chain accepts.
+// compare, all calling the same real backend: a bare
+// httputil.ReverseProxy with the harness minproxy's Transport; the gateway
+// as configured by default (routing, proxying, ids, trace context,
+// security headers, breakers); the gateway with its observability chain
+// (Prometheus metrics, JSON access log through the async writer); and the
+// full chain: JWT auth (cached verify), per-IP rate limit (not hit),
+// metrics, access log. It also returns the bearer token the full chain
+// accepts.
 func benchTargets(b *testing.B) ([]benchTarget, string) {
 	backend := benchBackend(b)
 	target, _ := url.Parse(backend.URL)
