@@ -36,6 +36,7 @@ import (
 	"github.com/pyairtable/api-gateway/balancer/health"
 	"github.com/pyairtable/api-gateway/discovery"
 	"github.com/pyairtable/api-gateway/gateway/connguard"
+	"github.com/pyairtable/api-gateway/gateway/h1"
 	"github.com/pyairtable/api-gateway/gateway/metrics"
 	"github.com/pyairtable/api-gateway/gateway/tracecontext"
 	"github.com/pyairtable/api-gateway/gateway/transform"
@@ -275,6 +276,16 @@ type TransportSettings struct {
 	// CopyBufferSize sizes the pooled buffers that copy response bodies.
 	// If zero, 32 KiB.
 	CopyBufferSize int
+	// DisableDirect sends every request through net/http's Transport.
+	// Otherwise GET, HEAD and OPTIONS requests without bodies to
+	// plain-HTTP instances go over the gateway's own HTTP/1.1 connections
+	// (package h1), which write the request and read the response on the
+	// request's goroutine; net/http's connections each run two goroutines
+	// that every request is handed to and back from, about 15% of a
+	// proxied request's CPU measured. Bodies, upgrades and TLS always use
+	// the Transport. The connection bounds above apply to each of the two
+	// separately.
+	DisableDirect bool
 }
 
 // Gateway is an http.Handler that proxies requests to services. It is safe
@@ -282,6 +293,7 @@ type TransportSettings struct {
 type Gateway struct {
 	tbl        atomic.Pointer[table]
 	transport  *http.Transport
+	upstreamRT http.RoundTripper // transport, or the direct one in front of it
 	bufs       *bufferPool
 	logger     *slog.Logger
 	now        func() time.Time
@@ -366,6 +378,19 @@ func New(cfg Config) (*Gateway, error) {
 	g.started = g.now()
 	ts := cfg.Transport.withDefaults()
 	g.transport = newTransport(ts)
+	g.upstreamRT = g.transport
+	if !ts.DisableDirect {
+		g.upstreamRT = &h1.Transport{
+			Fallback:            g.transport,
+			DialContext:         g.transport.DialContext,
+			MaxIdleConns:        ts.MaxIdleConns,
+			MaxIdleConnsPerHost: ts.MaxIdleConnsPerHost,
+			MaxConnsPerHost:     ts.MaxConnsPerHost,
+			IdleConnTimeout:     ts.IdleConnTimeout,
+			ReadBufferSize:      ts.ReadBufferSize,
+			WriteBufferSize:     ts.WriteBufferSize,
+		}
+	}
 	g.bufs = newBufferPool(ts.CopyBufferSize, 1024)
 	t, err := g.build(cfg)
 	if err != nil {

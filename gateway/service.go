@@ -110,7 +110,7 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 	if svc.bal == nil {
 		svc.bal = &balancer.RoundRobin{}
 	}
-	svc.up = &upstream{svc: svc, base: g.transport, now: g.now}
+	svc.up = &upstream{svc: svc, base: g.upstreamRT, now: g.now}
 	svc.sticky, _ = svc.bal.(balancer.Sticky)
 	if svc.timeout == 0 {
 		svc.timeout = 30 * time.Second

@@ -91,6 +91,8 @@ type Transport struct {
 	DialTimeout         Duration `yaml:"dial_timeout"`
 	ReadBufferSize      ByteSize `yaml:"read_buffer_size"`
 	WriteBufferSize     ByteSize `yaml:"write_buffer_size"`
+	// Direct: see gateway.TransportSettings.DisableDirect. Default true.
+	Direct *bool `yaml:"direct"`
 }
 
 // Admin configures the operator listener (metrics, pprof, reload).
@@ -512,6 +514,7 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 			DialTimeout:         s.Transport.DialTimeout.D(),
 			ReadBufferSize:      int(s.Transport.ReadBufferSize),
 			WriteBufferSize:     int(s.Transport.WriteBufferSize),
+			DisableDirect:       s.Transport.Direct != nil && !*s.Transport.Direct,
 		},
 		Server: gateway.ServerSettings{
 			ReadHeaderTimeout: off(s.ReadHeaderTimeout),

@@ -133,7 +133,7 @@ func TestGatewayFromConfig(t *testing.T) {
 	if len(gc.Services) != 14 || len(gc.Routes) != 15 {
 		t.Errorf("gateway config: %d services, %d routes", len(gc.Services), len(gc.Routes))
 	}
-	if gc.BodyLimit != 4<<20 || gc.Transport.MaxIdleConns != 1000 || gc.Transport.MaxIdleConnsPerHost != 100 {
+	if gc.BodyLimit != 4<<20 || gc.Transport.MaxIdleConns != 1000 || gc.Transport.MaxIdleConnsPerHost != 100 || gc.Transport.DisableDirect {
 		t.Errorf("limits: body %d transport %+v", gc.BodyLimit, gc.Transport)
 	}
 }
@@ -176,6 +176,16 @@ func TestFullExampleLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	gc.Logger = quiet
+	if gc.Transport.DisableDirect {
+		t.Error("server.transport.direct: true turned the direct path off")
+	}
+	off, err := config.Parse("off.yaml", []byte("server: {transport: {direct: false}}\nservices: {a: {url: \"http://127.0.0.1:1\"}}\nroutes: [{prefix: /a, service: a}]\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if goff, err := off.Gateway(); err != nil || !goff.Transport.DisableDirect {
+		t.Errorf("server.transport.direct: false: DisableDirect %v, %v", goff.Transport.DisableDirect, err)
+	}
 	for _, s := range gc.Services {
 		if s.Name == "record_service" && (s.MaxConnsPerInstance != 64 || s.QueueTimeout != 2*time.Second) {
 			t.Errorf("record_service: max_conns_per_instance %d, queue_timeout %v; want 64, 2s", s.MaxConnsPerInstance, s.QueueTimeout)

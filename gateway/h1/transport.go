@@ -1,0 +1,499 @@
+// Package h1 is an HTTP/1.1 upstream transport for a reverse proxy whose
+// backends are trusted and speak plain HTTP/1.1.
+//
+// net/http's Transport gives every connection two goroutines, one writing
+// requests and one reading responses, and hands each request to them and
+// each response back over channels. For a proxy that is most of its cost
+// per request beyond the syscalls. This Transport writes the request and
+// reads the response on the calling goroutine instead.
+//
+// It takes only the requests where that is simple and safe: GET, HEAD and
+// OPTIONS without a body, over http, without Upgrade or Expect. Those are
+// replayable, so a request that meets a connection the backend closed
+// while it sat idle is sent again on a fresh one. Every other request
+// (bodies, upgrades, TLS backends, other methods) goes to Fallback,
+// normally the http.Transport the proxy already has.
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Transport is an http.RoundTripper; see the package documentation for
+// the requests it takes. Set its fields before first use. It is safe for
+// concurrent use.
+type Transport struct {
+	// Fallback carries every request this Transport does not take. It
+	// must be set.
+	Fallback http.RoundTripper
+	// DialContext connects to a backend. If nil, a net.Dialer with a 30s
+	// timeout and TCP keep-alives.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// MaxIdleConns bounds idle connections over all backends; 0: no bound.
+	MaxIdleConns int
+	// MaxIdleConnsPerHost bounds idle connections per backend; 0: 2, as
+	// net/http.
+	MaxIdleConnsPerHost int
+	// MaxConnsPerHost bounds this Transport's connections per backend;
+	// requests past it go to Fallback (which has its own bound). 0: no
+	// bound.
+	MaxConnsPerHost int
+	// IdleConnTimeout closes connections idle this long; 0: never.
+	IdleConnTimeout time.Duration
+	// ReadBufferSize and WriteBufferSize size each connection's buffers;
+	// 0: 4 KiB.
+	ReadBufferSize, WriteBufferSize int
+	// MaxResponseHeaderBytes bounds a response's header; 0: 1 MiB.
+	MaxResponseHeaderBytes int64
+
+	mu        sync.Mutex
+	hosts     map[string]*hostPool
+	idleTotal int
+	sweeping  bool // a sweep of idle connections is scheduled
+}
+
+type hostPool struct {
+	idle []*conn // most recently used last
+	open int     // connections of this host, idle or busy
+}
+
+// Takes reports whether req goes through this Transport's own
+// connections rather than Fallback.
+func Takes(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		return false
+	}
+	return req.URL != nil && req.URL.Scheme == "http" && req.URL.Host != "" &&
+		(req.Body == nil || req.Body == http.NoBody) && !req.Close &&
+		len(req.Header["Upgrade"]) == 0 && len(req.Header["Expect"]) == 0
+}
+
+var errAtLimit = errors.New("h1: connection limit reached")
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !Takes(req) {
+		return t.Fallback.RoundTrip(req)
+	}
+	// As net/http's Transport does: a header the gateway built from
+	// something odd (a claim, a transform) must not reach the backend
+	// as anything but an error.
+	if err := validHeaders(req.Header); err != nil {
+		return nil, err
+	}
+	addr := canonicalAddr(req.URL)
+	for retried := false; ; retried = true {
+		c, err := t.getConn(req.Context(), addr, retried)
+		if err == errAtLimit {
+			return t.Fallback.RoundTrip(req)
+		}
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.roundTrip(req)
+		if err == nil {
+			return resp, nil
+		}
+		c.discard()
+		// A reused connection the backend had closed fails before any
+		// response arrives; the request (GET, HEAD or OPTIONS) is safe to
+		// send once more on a fresh one.
+		if c.reused && !c.gotBytes && !retried && req.Context().Err() == nil {
+			continue
+		}
+		return nil, err
+	}
+}
+
+// validHeaders applies RFC 9110's grammar: field names are tokens, values
+// hold no control characters but tab.
+func validHeaders(h http.Header) error {
+	for k, vv := range h {
+		if k == "" {
+			return errors.New("h1: invalid header field name \"\"")
+		}
+		for i := 0; i < len(k); i++ {
+			if !isTokenByte(k[i]) {
+				return fmt.Errorf("h1: invalid header field name %q", k)
+			}
+		}
+		for _, v := range vv {
+			for i := 0; i < len(v); i++ {
+				if b := v[i]; b < ' ' && b != '\t' || b == 0x7f {
+					// Not the value: it may be a secret.
+					return fmt.Errorf("h1: invalid header field value for %q", k)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func isTokenByte(b byte) bool {
+	switch {
+	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		return true
+	}
+	return b < 0x80 && strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
+}
+
+// canonicalAddr is the host:port to dial; the usual URL already has the
+// port and costs nothing.
+func canonicalAddr(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+// getConn returns an idle connection to addr or dials one. fresh skips the
+// idle ones.
+func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*conn, error) {
+	now := time.Now()
+	var stale []*conn
+	t.mu.Lock()
+	if t.hosts == nil {
+		t.hosts = map[string]*hostPool{}
+	}
+	hp := t.hosts[addr]
+	if hp == nil {
+		hp = &hostPool{}
+		t.hosts[addr] = hp
+	}
+	for !fresh && len(hp.idle) > 0 {
+		c := hp.idle[len(hp.idle)-1]
+		hp.idle[len(hp.idle)-1] = nil
+		hp.idle = hp.idle[:len(hp.idle)-1]
+		t.idleTotal--
+		if t.IdleConnTimeout > 0 && now.Sub(c.idleSince) >= t.IdleConnTimeout {
+			hp.open--
+			stale = append(stale, c)
+			continue
+		}
+		t.mu.Unlock()
+		closeAll(stale)
+		c.reused, c.gotBytes = true, false
+		return c, nil
+	}
+	if t.MaxConnsPerHost > 0 && hp.open >= t.MaxConnsPerHost {
+		t.mu.Unlock()
+		closeAll(stale)
+		return nil, errAtLimit
+	}
+	hp.open++
+	t.mu.Unlock()
+	closeAll(stale)
+	nc, err := t.dial(ctx, addr)
+	if err != nil {
+		t.mu.Lock()
+		hp.open--
+		t.mu.Unlock()
+		return nil, err
+	}
+	return t.newConn(nc, addr), nil
+}
+
+func (t *Transport) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if t.DialContext != nil {
+		return t.DialContext(ctx, "tcp", addr)
+	}
+	d := net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+func closeAll(cs []*conn) {
+	for _, c := range cs {
+		c.nc.Close()
+	}
+}
+
+// putIdle keeps c for the next request to its backend, or closes it when
+// the idle bounds are reached.
+func (t *Transport) putIdle(c *conn) {
+	if c.br.Buffered() > 0 {
+		// Bytes past the response's end: the backend and the gateway
+		// disagree on where it ended, so nothing more can be read here.
+		c.discard()
+		return
+	}
+	c.idleSince = time.Now()
+	t.mu.Lock()
+	hp := t.hosts[c.addr]
+	perHost := t.MaxIdleConnsPerHost
+	if perHost == 0 {
+		perHost = http.DefaultMaxIdleConnsPerHost
+	}
+	if hp == nil || len(hp.idle) >= perHost || (t.MaxIdleConns > 0 && t.idleTotal >= t.MaxIdleConns) {
+		if hp != nil {
+			hp.open--
+		}
+		t.mu.Unlock()
+		c.nc.Close()
+		return
+	}
+	hp.idle = append(hp.idle, c)
+	t.idleTotal++
+	sweep := t.IdleConnTimeout > 0 && !t.sweeping
+	if sweep {
+		t.sweeping = true
+	}
+	t.mu.Unlock()
+	if sweep {
+		time.AfterFunc(t.IdleConnTimeout, t.sweep)
+	}
+}
+
+// release forgets a connection that will not be reused.
+func (t *Transport) release(c *conn) {
+	t.mu.Lock()
+	if hp := t.hosts[c.addr]; hp != nil {
+		hp.open--
+	}
+	t.mu.Unlock()
+}
+
+// sweep closes connections idle past IdleConnTimeout, and runs again
+// while any are idle: a backend that goes quiet does not keep
+// connections open forever.
+func (t *Transport) sweep() {
+	now := time.Now()
+	var stale []*conn
+	t.mu.Lock()
+	for addr, hp := range t.hosts {
+		keep := hp.idle[:0]
+		for _, c := range hp.idle {
+			if now.Sub(c.idleSince) >= t.IdleConnTimeout {
+				stale = append(stale, c)
+				hp.open--
+				t.idleTotal--
+			} else {
+				keep = append(keep, c)
+			}
+		}
+		clear(hp.idle[len(keep):])
+		hp.idle = keep
+		if hp.open == 0 {
+			delete(t.hosts, addr)
+		}
+	}
+	again := t.idleTotal > 0
+	t.sweeping = again
+	t.mu.Unlock()
+	closeAll(stale)
+	if again {
+		time.AfterFunc(t.IdleConnTimeout, t.sweep)
+	}
+}
+
+// CloseIdleConnections closes every idle connection, this Transport's and
+// Fallback's.
+func (t *Transport) CloseIdleConnections() {
+	var idle []*conn
+	t.mu.Lock()
+	for _, hp := range t.hosts {
+		idle = append(idle, hp.idle...)
+		hp.open -= len(hp.idle)
+		hp.idle = nil
+	}
+	t.idleTotal = 0
+	t.mu.Unlock()
+	closeAll(idle)
+	if f, ok := t.Fallback.(interface{ CloseIdleConnections() }); ok {
+		f.CloseIdleConnections()
+	}
+}
+
+// conn is one backend connection. Only one request uses it at a time.
+type conn struct {
+	t         *Transport
+	nc        net.Conn
+	addr      string
+	lr        limitedReader
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+	reused    bool   // it served a request before this one
+	gotBytes  bool   // the current request got some of a response
+	interrupt func() // unblocks the connection's I/O; made once, not per request
+}
+
+func (t *Transport) newConn(nc net.Conn, addr string) *conn {
+	rs, ws := t.ReadBufferSize, t.WriteBufferSize
+	if rs <= 0 {
+		rs = 4 << 10
+	}
+	if ws <= 0 {
+		ws = 4 << 10
+	}
+	c := &conn{t: t, nc: nc, addr: addr}
+	c.interrupt = func() { nc.SetDeadline(aLongTimeAgo) }
+	c.lr.c = c
+	c.br = bufio.NewReaderSize(&c.lr, rs)
+	c.bw = bufio.NewWriterSize(nc, ws)
+	return c
+}
+
+// limitedReader reads the connection, counting down the bytes a response
+// header may still take while one is being read (limit > 0).
+type limitedReader struct {
+	c        *conn
+	limit    int64
+	exceeded bool
+}
+
+var errHeaderTooLarge = errors.New("h1: response header too large")
+
+func (r *limitedReader) Read(p []byte) (int, error) {
+	if r.limit > 0 && int64(len(p)) > r.limit {
+		p = p[:r.limit]
+	}
+	n, err := r.c.nc.Read(p)
+	if n > 0 {
+		r.c.gotBytes = true
+	}
+	if r.limit > 0 {
+		r.limit -= int64(n)
+		if r.limit <= 0 {
+			r.exceeded = true
+			return n, errHeaderTooLarge
+		}
+	}
+	return n, err
+}
+
+// aLongTimeAgo is a deadline that makes blocked I/O return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (c *conn) discard() {
+	c.nc.Close()
+	c.t.release(c)
+}
+
+func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	// Cancellation (the client leaving, a timeout) interrupts whatever
+	// I/O is blocked on the connection, which then cannot be reused.
+	stop := context.AfterFunc(ctx, c.interrupt)
+	if err := req.Write(c.bw); err != nil {
+		return nil, failed(ctx, stop, err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return nil, failed(ctx, stop, err)
+	}
+	maxHeader := c.t.MaxResponseHeaderBytes
+	if maxHeader <= 0 {
+		maxHeader = 1 << 20
+	}
+	for n := 0; ; n++ {
+		c.lr.limit = maxHeader + int64(c.br.Buffered())
+		resp, err := http.ReadResponse(c.br, req)
+		c.lr.limit = 0
+		if c.lr.exceeded {
+			err = errHeaderTooLarge // whatever the parser made of the cut
+		}
+		if err != nil {
+			return nil, failed(ctx, stop, err)
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			// Informational responses (103 Early Hints) go to the
+			// proxy's trace hook, as net/http's Transport does.
+			if n >= 5 {
+				return nil, failed(ctx, stop, errors.New("h1: too many 1xx responses"))
+			}
+			if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+				if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+					return nil, failed(ctx, stop, err)
+				}
+			}
+			continue
+		}
+		reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
+		if resp.Body == http.NoBody || req.Method == http.MethodHead || resp.ContentLength == 0 && len(resp.TransferEncoding) == 0 {
+			// Nothing to read: the connection is free now.
+			resp.Body = http.NoBody
+			c.finish(stop, reuse)
+			return resp, nil
+		}
+		resp.Body = &body{rc: resp.Body, c: c, ctx: ctx, stop: stop, reuse: reuse}
+		return resp, nil
+	}
+}
+
+// failed ends a request that got no response: the error is the
+// cancellation's cause when cancellation interrupted it.
+func failed(ctx context.Context, stop func() bool, err error) error {
+	if !stop() || ctx.Err() != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			return cause
+		}
+	}
+	return err
+}
+
+// finish ends the request on c: back to the pool when the response was
+// read whole and cancellation did not touch the connection.
+func (c *conn) finish(stop func() bool, reuse bool) {
+	if stop() && reuse {
+		c.t.putIdle(c)
+		return
+	}
+	c.discard()
+}
+
+// body is a response body; when it has been read to its end the
+// connection goes back to the pool.
+type body struct {
+	rc    io.ReadCloser
+	c     *conn
+	ctx   context.Context
+	stop  func() bool
+	reuse bool
+	ended atomic.Bool // the connection was released: to the pool or closed
+}
+
+var errBodyClosed = errors.New("h1: read on closed response body")
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.ended.Load() {
+		return 0, errBodyClosed
+	}
+	n, err := b.rc.Read(p)
+	switch {
+	case err == io.EOF:
+		if b.ended.CompareAndSwap(false, true) {
+			b.c.finish(b.stop, b.reuse)
+		}
+	case err != nil:
+		if b.ended.CompareAndSwap(false, true) {
+			err = failed(b.ctx, b.stop, err)
+			b.c.discard()
+		}
+	}
+	return n, err
+}
+
+// Close drops the connection unless the body was read to its end:
+// draining an unread remainder could take as long as the backend likes.
+// Closing the connection also ends a Read blocked on it.
+func (b *body) Close() error {
+	if b.ended.CompareAndSwap(false, true) {
+		b.stop()
+		b.c.discard()
+	}
+	return nil
+}
