@@ -463,23 +463,34 @@ type body struct {
 	ctx   context.Context
 	stop  func() bool
 	reuse bool
-	ended atomic.Bool // the connection was released: to the pool or closed
+	state atomic.Int32 // bodyOpen until the connection is released
 }
+
+const (
+	bodyOpen   int32 = iota
+	bodyEOF          // read to its end; the connection went back to the pool
+	bodyClosed       // closed early or failed; the connection was dropped
+)
 
 var errBodyClosed = errors.New("h1: read on closed response body")
 
 func (b *body) Read(p []byte) (int, error) {
-	if b.ended.Load() {
+	switch b.state.Load() {
+	case bodyEOF:
+		// rc shares the connection's reader, which may now serve
+		// another request: never touch it again.
+		return 0, io.EOF
+	case bodyClosed:
 		return 0, errBodyClosed
 	}
 	n, err := b.rc.Read(p)
 	switch {
 	case err == io.EOF:
-		if b.ended.CompareAndSwap(false, true) {
+		if b.state.CompareAndSwap(bodyOpen, bodyEOF) {
 			b.c.finish(b.stop, b.reuse)
 		}
 	case err != nil:
-		if b.ended.CompareAndSwap(false, true) {
+		if b.state.CompareAndSwap(bodyOpen, bodyClosed) {
 			err = failed(b.ctx, b.stop, err)
 			b.c.discard()
 		}
@@ -491,7 +502,7 @@ func (b *body) Read(p []byte) (int, error) {
 // draining an unread remainder could take as long as the backend likes.
 // Closing the connection also ends a Read blocked on it.
 func (b *body) Close() error {
-	if b.ended.CompareAndSwap(false, true) {
+	if b.state.CompareAndSwap(bodyOpen, bodyClosed) {
 		b.stop()
 		b.c.discard()
 	}

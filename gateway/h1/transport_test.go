@@ -585,3 +585,30 @@ func TestBytesPastTheResponseEndDropTheConnection(t *testing.T) {
 		t.Errorf("backend accepted %d connections, want 2 (the one with stray bytes dropped)", n)
 	}
 }
+
+// TestReadsAfterTheEndStayAtTheEnd: once a body is read whole its
+// connection serves other requests; further reads of the old body must
+// not consume their bytes.
+func TestReadsAfterTheEndStayAtTheEnd(t *testing.T) {
+	checkGoroutines(t)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) })
+	tr, _ := newTransport(t)
+	req, _ := http.NewRequest("GET", be.URL+"/first", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "/first" {
+		t.Fatal(err, string(b))
+	}
+	if _, body, err := get(t, tr, context.Background(), "GET", be.URL+"/second"); err != nil || body != "/second" {
+		t.Fatal(err, body)
+	}
+	if n, err := resp.Body.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+		t.Errorf("read after the end: %d, %v; want 0, EOF", n, err)
+	}
+	resp.Body.Close()
+	if be.opened.Load() != 1 {
+		t.Errorf("%d connections, want 1", be.opened.Load())
+	}
+}
