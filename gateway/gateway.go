@@ -258,12 +258,14 @@ type TransportSettings struct {
 	MaxIdleConns int
 	// MaxIdleConnsPerHost bounds idle connections per instance. If zero, 100.
 	MaxIdleConnsPerHost int
-	// MaxConnsPerHost bounds all connections per instance; requests
-	// beyond it wait for a connection (within their timeout) rather than
-	// open more. It protects backends from connection storms and bounds
-	// the gateway's memory (each upstream connection costs two goroutines
-	// and its buffers). Open response streams (SSE) count against it;
-	// upgraded WebSocket tunnels do not. If zero, 1024, Envoy's default
+	// MaxConnsPerHost bounds connections per instance; requests beyond
+	// it wait for a connection (within their timeout) rather than open
+	// more. It protects backends from connection storms and bounds the
+	// gateway's memory. Open response streams (SSE) count against it;
+	// upgraded WebSocket tunnels do not. The direct connections (see
+	// DisableDirect) have a bound of the same size of their own: a
+	// direct request past it goes through the Transport, so an instance
+	// sees at most twice this many. If zero, 1024, Envoy's default
 	// connection limit; negative means no limit.
 	MaxConnsPerHost int
 	// IdleConnTimeout closes idle upstream connections. If zero, 90s.
