@@ -263,10 +263,10 @@ type TransportSettings struct {
 	// more. It protects backends from connection storms and bounds the
 	// gateway's memory. Open response streams (SSE) count against it;
 	// upgraded WebSocket tunnels do not. The direct connections (see
-	// DisableDirect) have a bound of the same size of their own: a
-	// direct request past it goes through the Transport, so an instance
-	// sees at most twice this many. If zero, 1024, Envoy's default
-	// connection limit; negative means no limit.
+	// DisableDirect) are bounded by it too, separately: with both kinds
+	// of request at their bound, an instance sees twice this many. If
+	// zero, 1024, Envoy's default connection limit; negative means no
+	// limit.
 	MaxConnsPerHost int
 	// IdleConnTimeout closes idle upstream connections. If zero, 90s.
 	IdleConnTimeout time.Duration

@@ -26,6 +26,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,8 +49,8 @@ type Transport struct {
 	// net/http.
 	MaxIdleConnsPerHost int
 	// MaxConnsPerHost bounds this Transport's connections per backend;
-	// requests past it go to Fallback (which has its own bound). 0: no
-	// bound.
+	// requests past it wait, in arrival order, for one to be free (or
+	// for their context to end). 0: no bound.
 	MaxConnsPerHost int
 	// IdleConnTimeout closes connections idle this long; 0: never.
 	IdleConnTimeout time.Duration
@@ -66,9 +67,15 @@ type Transport struct {
 }
 
 type hostPool struct {
-	idle []*conn // most recently used last
-	open int     // connections of this host, idle or busy
+	idle    []*conn   // most recently used last
+	open    int       // connections of this host, idle, busy or being dialled
+	waiting []*waiter // requests at MaxConnsPerHost, first come first
 }
+
+// waiter is a request waiting for a connection. It receives either an
+// idle connection handed over, or nil: a slot, counted in open for it,
+// to dial a new one in.
+type waiter struct{ ch chan *conn }
 
 // Takes reports whether req goes through this Transport's own
 // connections rather than Fallback.
@@ -82,8 +89,6 @@ func Takes(req *http.Request) bool {
 		(req.Body == nil || req.Body == http.NoBody) && !req.Close &&
 		len(req.Header["Upgrade"]) == 0 && len(req.Header["Expect"]) == 0
 }
-
-var errAtLimit = errors.New("h1: connection limit reached")
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -99,9 +104,6 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	addr := canonicalAddr(req.URL)
 	for retried := false; ; retried = true {
 		c, err := t.getConn(req.Context(), addr, retried)
-		if err == errAtLimit {
-			return t.Fallback.RoundTrip(req)
-		}
 		if err != nil {
 			return nil, err
 		}
@@ -181,7 +183,7 @@ func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*conn
 		hp.idle = hp.idle[:len(hp.idle)-1]
 		t.idleTotal--
 		if t.IdleConnTimeout > 0 && now.Sub(c.idleSince) >= t.IdleConnTimeout {
-			hp.open--
+			hp.open-- // no one waits while connections are idle
 			stale = append(stale, c)
 			continue
 		}
@@ -191,21 +193,72 @@ func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*conn
 		return c, nil
 	}
 	if t.MaxConnsPerHost > 0 && hp.open >= t.MaxConnsPerHost {
+		w := &waiter{ch: make(chan *conn, 1)}
+		hp.waiting = append(hp.waiting, w)
 		t.mu.Unlock()
 		closeAll(stale)
-		return nil, errAtLimit
+		return t.wait(ctx, addr, hp, w)
 	}
 	hp.open++
 	t.mu.Unlock()
 	closeAll(stale)
+	return t.dialSlot(ctx, addr)
+}
+
+// dialSlot dials a connection in a slot already counted in open.
+func (t *Transport) dialSlot(ctx context.Context, addr string) (*conn, error) {
 	nc, err := t.dial(ctx, addr)
 	if err != nil {
-		t.mu.Lock()
-		hp.open--
-		t.mu.Unlock()
+		t.freeSlot(addr)
 		return nil, err
 	}
 	return t.newConn(nc, addr), nil
+}
+
+// wait blocks until w is handed a connection or a slot, or ctx ends.
+func (t *Transport) wait(ctx context.Context, addr string, hp *hostPool, w *waiter) (*conn, error) {
+	select {
+	case c := <-w.ch:
+		if c == nil {
+			return t.dialSlot(ctx, addr)
+		}
+		c.reused, c.gotBytes = true, false
+		return c, nil
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	if i := slices.Index(hp.waiting, w); i >= 0 {
+		hp.waiting = slices.Delete(hp.waiting, i, i+1)
+		t.mu.Unlock()
+		return nil, context.Cause(ctx)
+	}
+	t.mu.Unlock()
+	// Served just as it gave up: pass it on.
+	if c := <-w.ch; c != nil {
+		t.putIdle(c)
+	} else {
+		t.freeSlot(addr)
+	}
+	return nil, context.Cause(ctx)
+}
+
+// freeSlot gives up one of addr's slots: to the first waiter, if any.
+func (t *Transport) freeSlot(addr string) {
+	t.mu.Lock()
+	hp := t.hosts[addr]
+	if hp == nil {
+		t.mu.Unlock()
+		return
+	}
+	if len(hp.waiting) == 0 {
+		hp.open--
+		t.mu.Unlock()
+		return
+	}
+	w := hp.waiting[0]
+	hp.waiting = slices.Delete(hp.waiting, 0, 1)
+	t.mu.Unlock()
+	w.ch <- nil // the slot stays counted: it is the waiter's now
 }
 
 func (t *Transport) dial(ctx context.Context, addr string) (net.Conn, error) {
@@ -234,6 +287,13 @@ func (t *Transport) putIdle(c *conn) {
 	c.idleSince = time.Now()
 	t.mu.Lock()
 	hp := t.hosts[c.addr]
+	if hp != nil && len(hp.waiting) > 0 {
+		w := hp.waiting[0]
+		hp.waiting = slices.Delete(hp.waiting, 0, 1)
+		t.mu.Unlock()
+		w.ch <- c // straight to the first waiter, still counted
+		return
+	}
 	perHost := t.MaxIdleConnsPerHost
 	if perHost == 0 {
 		perHost = http.DefaultMaxIdleConnsPerHost
@@ -259,13 +319,7 @@ func (t *Transport) putIdle(c *conn) {
 }
 
 // release forgets a connection that will not be reused.
-func (t *Transport) release(c *conn) {
-	t.mu.Lock()
-	if hp := t.hosts[c.addr]; hp != nil {
-		hp.open--
-	}
-	t.mu.Unlock()
-}
+func (t *Transport) release(c *conn) { t.freeSlot(c.addr) }
 
 // sweep closes connections idle past IdleConnTimeout, and runs again
 // while any are idle: a backend that goes quiet does not keep

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -383,7 +384,9 @@ func TestBoundsOnConnections(t *testing.T) {
 	checkGoroutines(t)
 	var wg sync.WaitGroup
 	hold := make(chan struct{})
+	var arrived atomic.Int64
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
 		if r.URL.Path == "/hold" {
 			<-hold
 		}
@@ -392,8 +395,8 @@ func TestBoundsOnConnections(t *testing.T) {
 	tr, fb := newTransport(t)
 	tr.MaxConnsPerHost = 2
 	tr.MaxIdleConnsPerHost = 1
-	// Three at once: two on direct connections, the third past the bound
-	// goes to the fallback transport.
+	// Three at once: two on connections, the third waits for one of
+	// them rather than opening a third or going to the fallback.
 	errs := make(chan error, 3)
 	for i := 0; i < 3; i++ {
 		wg.Add(1)
@@ -406,7 +409,12 @@ func TestBoundsOnConnections(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, func() bool { return be.opened.Load() == 3 })
+	waitFor(t, func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		hp := tr.hosts[canonicalAddr(mustURL(t, be.URL))]
+		return arrived.Load() == 2 && hp != nil && len(hp.waiting) == 1
+	})
 	close(hold)
 	wg.Wait()
 	close(errs)
@@ -415,17 +423,70 @@ func TestBoundsOnConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := fb.n.Load(); n != 1 {
-		t.Errorf("fallback got %d requests, want 1 (past MaxConnsPerHost)", n)
+	if n := be.opened.Load(); n != 2 {
+		t.Errorf("backend saw %d connections, want 2 (MaxConnsPerHost)", n)
 	}
-	// Of the two direct connections one stays idle; the other is closed.
+	if n := fb.n.Load(); n != 0 {
+		t.Errorf("fallback got %d requests, want 0", n)
+	}
+	// Of the two connections one stays idle; the other is closed.
 	waitFor(t, func() bool { return be.closed.Load() >= 1 })
 	tr.mu.Lock()
 	idle := tr.idleTotal
 	tr.mu.Unlock()
 	if idle != 1 {
-		t.Errorf("idle direct connections %d, want 1 (MaxIdleConnsPerHost)", idle)
+		t.Errorf("idle connections %d, want 1 (MaxIdleConnsPerHost)", idle)
 	}
+}
+
+func TestWaitingForAConnectionEndsWithItsContext(t *testing.T) {
+	checkGoroutines(t)
+	hold := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			<-hold
+		}
+		io.WriteString(w, "ok")
+	})
+	tr, _ := newTransport(t)
+	tr.MaxConnsPerHost = 1
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := get(t, tr, context.Background(), "GET", be.URL+"/hold")
+		first <- err
+	}()
+	waitFor(t, func() bool { return be.opened.Load() == 1 })
+	cause := errors.New("queue timeout")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(50*time.Millisecond, func() { cancel(cause) })
+	if _, _, err := get(t, tr, ctx, "GET", be.URL); !errors.Is(err, cause) {
+		t.Fatalf("waiting request: err = %v, want its context's cause", err)
+	}
+	tr.mu.Lock()
+	waiting := len(tr.hosts[canonicalAddr(mustURL(t, be.URL))].waiting)
+	tr.mu.Unlock()
+	if waiting != 0 {
+		t.Errorf("%d waiters left after the cancellation", waiting)
+	}
+	close(hold)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if _, body, err := get(t, tr, context.Background(), "GET", be.URL); err != nil || body != "ok" {
+		t.Fatal(err, body)
+	}
+	if n := be.opened.Load(); n != 1 {
+		t.Errorf("backend saw %d connections, want 1", n)
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
 
 func TestOversizedResponseHeaderIsRefused(t *testing.T) {
@@ -610,5 +671,66 @@ func TestReadsAfterTheEndStayAtTheEnd(t *testing.T) {
 	resp.Body.Close()
 	if be.opened.Load() != 1 {
 		t.Errorf("%d connections, want 1", be.opened.Load())
+	}
+}
+
+// TestBoundUnderLoad: many requests, some giving up while they wait,
+// never open more than the bound, and leave the books balanced.
+func TestBoundUnderLoad(t *testing.T) {
+	checkGoroutines(t)
+	var inFlight, peak atomic.Int64
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		time.Sleep(200 * time.Microsecond)
+		inFlight.Add(-1)
+		io.WriteString(w, "ok")
+	})
+	tr, fb := newTransport(t)
+	tr.MaxConnsPerHost = 4
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				ctx, cancel := context.WithCancel(context.Background())
+				if (g+i)%7 == 0 {
+					time.AfterFunc(time.Duration(i%3)*100*time.Microsecond, cancel)
+				}
+				req, _ := http.NewRequestWithContext(ctx, "GET", be.URL, nil)
+				resp, err := tr.RoundTrip(req)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if err != nil && ctx.Err() == nil {
+					failed.Add(1)
+				}
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d requests failed without being cancelled", n)
+	}
+	if n := be.opened.Load() - be.closed.Load(); n > 4 {
+		t.Errorf("%d connections open at once, bound 4", n)
+	}
+	if p := peak.Load(); p > 4 {
+		t.Errorf("backend served %d requests at once, bound 4", p)
+	}
+	if fb.n.Load() != 0 {
+		t.Errorf("fallback used %d times", fb.n.Load())
+	}
+	tr.mu.Lock()
+	hp := tr.hosts[canonicalAddr(mustURL(t, be.URL))]
+	open, idle, waiting := hp.open, len(hp.idle), len(hp.waiting)
+	tr.mu.Unlock()
+	if waiting != 0 || open != idle {
+		t.Errorf("after the load: %d open, %d idle, %d waiting; want open == idle, none waiting", open, idle, waiting)
 	}
 }
