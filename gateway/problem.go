@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pyairtable/api-gateway/balancer"
+	"github.com/pyairtable/api-gateway/gateway/internal/gate"
 )
 
 // ProblemTypeBase is the prefix of every problem "type" URI the gateway
@@ -138,3 +139,7 @@ type unavailableError struct {
 
 func (e *unavailableError) Error() string { return e.err.Error() }
 func (e *unavailableError) Unwrap() error { return e.err }
+
+// errQueueTimeout reports a request that waited its service's
+// QueueTimeout for an instance slot: 503, try again later.
+var errQueueTimeout = gate.ErrTimeout

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pyairtable/api-gateway/balancer"
 	"github.com/pyairtable/api-gateway/gateway/connguard"
+	"github.com/pyairtable/api-gateway/gateway/internal/gate"
 	"github.com/pyairtable/api-gateway/gateway/transform"
 )
 
@@ -254,7 +255,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		gt := m.gates[in]
 		if gt != nil {
-			wait, err := gt.acquire(req.Context(), svc.queueWait, u.now)
+			wait, err := gt.Acquire(req.Context(), svc.queueWait, u.now)
 			if wait > 0 {
 				svc.metrics.Queued(svc.name, in.String(), wait)
 			}
@@ -421,7 +422,7 @@ var errTryTimeout = errors.New("gateway: attempt timed out")
 type attempt struct {
 	timer  *time.Timer
 	cancel context.CancelCauseFunc
-	gate   *gate // the instance's slot, held until the attempt ends
+	gate   *gate.Gate // the instance's slot, held until the attempt ends
 }
 
 func (a attempt) headersArrived() {
@@ -435,7 +436,7 @@ func (a attempt) release() {
 		a.cancel(context.Canceled)
 	}
 	if a.gate != nil {
-		a.gate.release()
+		a.gate.Release()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/pyairtable/api-gateway/balancer/health"
 	"github.com/pyairtable/api-gateway/breaker"
 	"github.com/pyairtable/api-gateway/discovery"
+	"github.com/pyairtable/api-gateway/gateway/internal/gate"
 	"github.com/pyairtable/api-gateway/gateway/metrics"
 )
 
@@ -203,7 +204,7 @@ func (g *Gateway) newService(s *Service, old *service) (*service, error) {
 type members struct {
 	pool     []*balancer.Instance
 	breakers map[*balancer.Instance]*breaker.Circuit
-	gates    map[*balancer.Instance]*gate // when the service bounds requests per instance
+	gates    map[*balancer.Instance]*gate.Gate // when the service bounds requests per instance
 }
 
 // service is the runtime form of a Service.
@@ -273,14 +274,14 @@ func (s *service) replaceMembers(pool []*balancer.Instance) (removed []*balancer
 		next.pool = append(next.pool, in)
 		if s.maxConns > 0 {
 			if next.gates == nil {
-				next.gates = map[*balancer.Instance]*gate{}
+				next.gates = map[*balancer.Instance]*gate.Gate{}
 			}
-			var g *gate
+			var g *gate.Gate
 			if old != nil {
 				g = old.gates[in] // requests in flight release into it
 			}
-			if g == nil || g.limit != s.maxConns {
-				g = newGate(s.maxConns)
+			if g == nil || g.Limit() != s.maxConns {
+				g = gate.New(s.maxConns)
 			}
 			next.gates[in] = g
 		}

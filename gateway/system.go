@@ -132,7 +132,7 @@ func (g *Gateway) Health() Detailed {
 			}
 			queued := 0
 			if gt := m.gates[in]; gt != nil {
-				_, queued = gt.load()
+				_, queued = gt.Load()
 			}
 			sh.Instances = append(sh.Instances, InstanceHealth{
 				Queued:    queued,

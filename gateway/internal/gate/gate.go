@@ -1,4 +1,9 @@
-package gateway
+// Package gate bounds how many requests use something at once (an
+// instance, a backend's connections); the others wait in arrival order
+// for a slot, as HAProxy's per-server maxconn queues them. The gateway
+// bounds requests per instance with it (max_conns_per_instance) and
+// gateway/h1 its connections per backend.
+package gate
 
 import (
 	"context"
@@ -7,22 +12,20 @@ import (
 	"time"
 )
 
-// errQueueTimeout reports a request that waited its service's
-// QueueTimeout for an instance slot: 503, try again later.
-var errQueueTimeout = errors.New("gateway: no instance slot within the queue timeout")
+// ErrTimeout reports a request that waited the longest it may (Acquire's
+// maxWait) without getting a slot.
+var ErrTimeout = errors.New("gate: no slot free within the longest wait")
 
-// gate bounds the requests in flight to one instance; the others wait in
-// arrival order for a slot, as HAProxy's per-server maxconn queues them.
-// Queueing in the gateway instead of opening another connection is the
-// point: with a fast backend a few busy connections carry the traffic of
-// many clients at less CPU per request than one connection per client
-// (measured with metrics, logs and limits on: 0.94× the bare proxy's
-// throughput at 512 client connections with 32 slots, 0.76× with one
-// connection each).
+// Gate is one bound. Queueing in the gateway instead of opening another
+// connection is the point: with a fast backend a few busy connections
+// carry the traffic of many clients at less CPU per request than one
+// connection per client (measured with metrics, logs and limits on:
+// 0.94× the bare proxy's throughput at 512 client connections with 32
+// slots, 0.76× with one connection each).
 //
 // The fast path (a free slot, nobody waiting) takes a mutex and allocates
 // nothing; a waiter borrows a pooled channel.
-type gate struct {
+type Gate struct {
 	limit int
 
 	mu       sync.Mutex
@@ -38,13 +41,17 @@ type gateWaiter struct {
 
 var waiterPool = sync.Pool{New: func() any { return &gateWaiter{ready: make(chan struct{}, 1)} }}
 
-func newGate(limit int) *gate { return &gate{limit: limit} }
+// New returns a gate of limit slots.
+func New(limit int) *Gate { return &Gate{limit: limit} }
 
-// acquire takes a slot, waiting for one while ctx lasts and, if maxWait
-// is positive, for at most maxWait (then errQueueTimeout). On error the
+// Limit is the number of slots.
+func (g *Gate) Limit() int { return g.limit }
+
+// Acquire takes a slot, waiting for one while ctx lasts and, if maxWait
+// is positive, for at most maxWait (then ErrTimeout). On error the
 // caller holds no slot. A request that had to queue reports how long it
 // waited (now is read only then); one that did not reports zero.
-func (g *gate) acquire(ctx context.Context, maxWait time.Duration, now func() time.Time) (waited time.Duration, err error) {
+func (g *Gate) Acquire(ctx context.Context, maxWait time.Duration, now func() time.Time) (waited time.Duration, err error) {
 	g.mu.Lock()
 	if g.inflight < g.limit && g.head == len(g.queue) {
 		g.inflight++
@@ -71,7 +78,7 @@ func (g *gate) acquire(ctx context.Context, maxWait time.Duration, now func() ti
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-expired:
-		err = errQueueTimeout
+		err = ErrTimeout
 	}
 	g.mu.Lock()
 	if w.granted {
@@ -80,7 +87,7 @@ func (g *gate) acquire(ctx context.Context, maxWait time.Duration, now func() ti
 		g.mu.Unlock()
 		<-w.ready
 		waiterPool.Put(w)
-		g.release()
+		g.Release()
 		return 0, err
 	}
 	for i := g.head; i < len(g.queue); i++ {
@@ -97,8 +104,8 @@ func (g *gate) acquire(ctx context.Context, maxWait time.Duration, now func() ti
 	return 0, err
 }
 
-// release frees a slot, handing it to the longest waiter if there is one.
-func (g *gate) release() {
+// Release frees a slot, handing it to the longest waiter if there is one.
+func (g *Gate) Release() {
 	g.mu.Lock()
 	if g.head < len(g.queue) {
 		w := g.queue[g.head]
@@ -115,7 +122,7 @@ func (g *gate) release() {
 
 // compact reclaims the consumed front of the queue, so a queue that never
 // empties under sustained overload does not grow without bound.
-func (g *gate) compact() {
+func (g *Gate) compact() {
 	switch {
 	case g.head == len(g.queue):
 		g.queue, g.head = g.queue[:0], 0
@@ -126,8 +133,8 @@ func (g *gate) compact() {
 	}
 }
 
-// load reports the requests in flight and waiting.
-func (g *gate) load() (inflight, queued int) {
+// Load reports the requests in flight and waiting.
+func (g *Gate) Load() (inflight, queued int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.inflight, len(g.queue) - g.head
