@@ -27,11 +27,12 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pyairtable/api-gateway/gateway/internal/gate"
 )
 
 // Transport is an http.RoundTripper; see the package documentation for
@@ -68,15 +69,11 @@ type Transport struct {
 }
 
 type hostPool struct {
-	idle    []*conn   // most recently used last
-	open    int       // connections of this host, idle, busy or being dialled
-	waiting []*waiter // requests at MaxConnsPerHost, first come first
+	idle  []*conn    // most recently used last
+	open  int        // connections, idle or busy
+	users int        // requests using a connection, dialling or waiting for a slot
+	slots *gate.Gate // bounds connections in use at once; nil: no bound
 }
-
-// waiter is a request waiting for a connection. It receives either an
-// idle connection handed over, or nil: a slot, counted in open for it,
-// to dial a new one in.
-type waiter struct{ ch chan *conn }
 
 // Takes reports whether req goes through this Transport's own
 // connections rather than Fallback.
@@ -131,7 +128,7 @@ func validHeaders(h http.Header) error {
 			return errors.New("h1: invalid header field name \"\"")
 		}
 		for i := 0; i < len(k); i++ {
-			if !isTokenByte(k[i]) {
+			if !tokenBytes[k[i]] {
 				return fmt.Errorf("h1: invalid header field name %q", k)
 			}
 		}
@@ -147,13 +144,14 @@ func validHeaders(h http.Header) error {
 	return nil
 }
 
-func isTokenByte(b byte) bool {
-	switch {
-	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		return true
+// tokenBytes marks the bytes of RFC 9110's tchar.
+var tokenBytes = func() (t [256]bool) {
+	for b := range 256 {
+		t[b] = 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", byte(b)) >= 0
 	}
-	return b < 0x80 && strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
-}
+	return t
+}()
 
 // canonicalAddr is the host:port to dial; the usual URL already has the
 // port and costs nothing.
@@ -164,11 +162,10 @@ func canonicalAddr(u *url.URL) string {
 	return net.JoinHostPort(u.Hostname(), "80")
 }
 
-// getConn returns an idle connection to addr or dials one. fresh skips the
-// idle ones.
+// getConn returns an idle connection to addr or dials one, once a slot
+// is free (MaxConnsPerHost). fresh skips the idle ones. The connection is
+// the caller's until its end.
 func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*conn, error) {
-	now := time.Now()
-	var stale []*conn
 	t.mu.Lock()
 	if t.hosts == nil {
 		t.hosts = map[string]*hostPool{}
@@ -176,15 +173,33 @@ func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*conn
 	hp := t.hosts[addr]
 	if hp == nil {
 		hp = &hostPool{}
+		if t.MaxConnsPerHost > 0 {
+			hp.slots = gate.New(t.MaxConnsPerHost)
+		}
 		t.hosts[addr] = hp
 	}
+	hp.users++ // keeps hp in the map while this request needs it
+	t.mu.Unlock()
+	if hp.slots != nil {
+		// Connections in use are what is bounded: an idle one counts as
+		// free, so a request that waited takes it when a slot comes back.
+		if _, err := hp.slots.Acquire(ctx, 0, time.Now); err != nil {
+			t.mu.Lock()
+			hp.users--
+			t.mu.Unlock()
+			return nil, context.Cause(ctx) // with no maxWait, only ctx ends a wait
+		}
+	}
+	now := time.Now()
+	var stale []*conn
+	t.mu.Lock()
 	for !fresh && len(hp.idle) > 0 {
 		c := hp.idle[len(hp.idle)-1]
 		hp.idle[len(hp.idle)-1] = nil
 		hp.idle = hp.idle[:len(hp.idle)-1]
 		t.idleTotal--
 		if t.IdleConnTimeout > 0 && now.Sub(c.idleSince) >= t.IdleConnTimeout {
-			hp.open-- // no one waits while connections are idle
+			hp.open--
 			stale = append(stale, c)
 			continue
 		}
@@ -193,73 +208,15 @@ func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*conn
 		c.reused, c.gotBytes = true, false
 		return c, nil
 	}
-	if t.MaxConnsPerHost > 0 && hp.open >= t.MaxConnsPerHost {
-		w := &waiter{ch: make(chan *conn, 1)}
-		hp.waiting = append(hp.waiting, w)
-		t.mu.Unlock()
-		closeAll(stale)
-		return t.wait(ctx, addr, hp, w)
-	}
 	hp.open++
 	t.mu.Unlock()
 	closeAll(stale)
-	return t.dialSlot(ctx, addr)
-}
-
-// dialSlot dials a connection in a slot already counted in open.
-func (t *Transport) dialSlot(ctx context.Context, addr string) (*conn, error) {
 	nc, err := t.dial(ctx, addr)
 	if err != nil {
-		t.freeSlot(addr)
+		t.end(hp, nil)
 		return nil, err
 	}
-	return t.newConn(nc, addr), nil
-}
-
-// wait blocks until w is handed a connection or a slot, or ctx ends.
-func (t *Transport) wait(ctx context.Context, addr string, hp *hostPool, w *waiter) (*conn, error) {
-	select {
-	case c := <-w.ch:
-		if c == nil {
-			return t.dialSlot(ctx, addr)
-		}
-		c.reused, c.gotBytes = true, false
-		return c, nil
-	case <-ctx.Done():
-	}
-	t.mu.Lock()
-	if i := slices.Index(hp.waiting, w); i >= 0 {
-		hp.waiting = slices.Delete(hp.waiting, i, i+1)
-		t.mu.Unlock()
-		return nil, context.Cause(ctx)
-	}
-	t.mu.Unlock()
-	// Served just as it gave up: pass it on.
-	if c := <-w.ch; c != nil {
-		t.putIdle(c)
-	} else {
-		t.freeSlot(addr)
-	}
-	return nil, context.Cause(ctx)
-}
-
-// freeSlot gives up one of addr's slots: to the first waiter, if any.
-func (t *Transport) freeSlot(addr string) {
-	t.mu.Lock()
-	hp := t.hosts[addr]
-	if hp == nil {
-		t.mu.Unlock()
-		return
-	}
-	if len(hp.waiting) == 0 {
-		hp.open--
-		t.mu.Unlock()
-		return
-	}
-	w := hp.waiting[0]
-	hp.waiting = slices.Delete(hp.waiting, 0, 1)
-	t.mu.Unlock()
-	w.ch <- nil // the slot stays counted: it is the waiter's now
+	return t.newConn(nc, hp), nil
 }
 
 func (t *Transport) dial(ctx context.Context, addr string) (net.Conn, error) {
@@ -276,51 +233,40 @@ func closeAll(cs []*conn) {
 	}
 }
 
-// putIdle keeps c for the next request to its backend, or closes it when
-// the idle bounds are reached.
-func (t *Transport) putIdle(c *conn) {
-	if c.br.Buffered() > 0 {
-		// Bytes past the response's end: the backend and the gateway
-		// disagree on where it ended, so nothing more can be read here.
-		c.discard()
-		return
-	}
-	c.idleSince = time.Now()
-	t.mu.Lock()
-	hp := t.hosts[c.addr]
-	if hp != nil && len(hp.waiting) > 0 {
-		w := hp.waiting[0]
-		hp.waiting = slices.Delete(hp.waiting, 0, 1)
-		t.mu.Unlock()
-		w.ch <- c // straight to the first waiter, still counted
-		return
-	}
+// end ends a request's use of hp: c (nil after a failed dial) goes back to
+// the idle pool if it may, or is closed; then the request's slot goes to
+// the next waiter, which finds c idle.
+func (t *Transport) end(hp *hostPool, c *conn) {
 	perHost := t.MaxIdleConnsPerHost
 	if perHost == 0 {
 		perHost = http.DefaultMaxIdleConnsPerHost
 	}
-	if hp == nil || len(hp.idle) >= perHost || (t.MaxIdleConns > 0 && t.idleTotal >= t.MaxIdleConns) {
-		if hp != nil {
-			hp.open--
-		}
-		t.mu.Unlock()
-		c.nc.Close()
-		return
+	if c != nil {
+		c.idleSince = time.Now()
 	}
-	hp.idle = append(hp.idle, c)
-	t.idleTotal++
-	sweep := t.IdleConnTimeout > 0 && !t.sweeping
-	if sweep {
-		t.sweeping = true
+	t.mu.Lock()
+	hp.users--
+	keep := c != nil && len(hp.idle) < perHost && (t.MaxIdleConns <= 0 || t.idleTotal < t.MaxIdleConns)
+	sweep := false
+	if keep {
+		hp.idle = append(hp.idle, c)
+		t.idleTotal++
+		sweep = t.IdleConnTimeout > 0 && !t.sweeping
+		t.sweeping = t.sweeping || sweep
+	} else {
+		hp.open--
 	}
 	t.mu.Unlock()
+	if c != nil && !keep {
+		c.nc.Close()
+	}
+	if hp.slots != nil {
+		hp.slots.Release()
+	}
 	if sweep {
 		time.AfterFunc(t.IdleConnTimeout, t.sweep)
 	}
 }
-
-// release forgets a connection that will not be reused.
-func (t *Transport) release(c *conn) { t.freeSlot(c.addr) }
 
 // sweep closes connections idle past IdleConnTimeout, and runs again
 // while any are idle: a backend that goes quiet does not keep
@@ -342,7 +288,7 @@ func (t *Transport) sweep() {
 		}
 		clear(hp.idle[len(keep):])
 		hp.idle = keep
-		if hp.open == 0 {
+		if hp.open == 0 && hp.users == 0 {
 			delete(t.hosts, addr)
 		}
 	}
@@ -377,7 +323,7 @@ func (t *Transport) CloseIdleConnections() {
 type conn struct {
 	t         *Transport
 	nc        net.Conn
-	addr      string
+	hp        *hostPool
 	lr        limitedReader
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -387,7 +333,7 @@ type conn struct {
 	interrupt func() // unblocks the connection's I/O; made once, not per request
 }
 
-func (t *Transport) newConn(nc net.Conn, addr string) *conn {
+func (t *Transport) newConn(nc net.Conn, hp *hostPool) *conn {
 	rs, ws := t.ReadBufferSize, t.WriteBufferSize
 	if rs <= 0 {
 		rs = 4 << 10
@@ -395,7 +341,7 @@ func (t *Transport) newConn(nc net.Conn, addr string) *conn {
 	if ws <= 0 {
 		ws = 4 << 10
 	}
-	c := &conn{t: t, nc: nc, addr: addr}
+	c := &conn{t: t, nc: nc, hp: hp}
 	c.interrupt = func() { nc.SetDeadline(aLongTimeAgo) }
 	c.lr.c = c
 	c.br = bufio.NewReaderSize(&c.lr, rs)
@@ -434,9 +380,10 @@ func (r *limitedReader) Read(p []byte) (int, error) {
 // aLongTimeAgo is a deadline that makes blocked I/O return at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
+// discard ends the request with the connection closed.
 func (c *conn) discard() {
-	c.nc.Close()
-	c.t.release(c)
+	c.nc.Close() // before its slot goes to a request that may dial anew
+	c.t.end(c.hp, nil)
 }
 
 func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
@@ -501,10 +448,13 @@ func failed(ctx context.Context, stop func() bool, err error) error {
 }
 
 // finish ends the request on c: back to the pool when the response was
-// read whole and cancellation did not touch the connection.
+// read whole, no bytes follow it, and cancellation did not touch the
+// connection.
 func (c *conn) finish(stop func() bool, reuse bool) {
-	if stop() && reuse {
-		c.t.putIdle(c)
+	// Bytes past the response's end mean the backend and the gateway
+	// disagree on where it ended: nothing more can be read here.
+	if stop() && reuse && c.br.Buffered() == 0 {
+		c.t.end(c.hp, c)
 		return
 	}
 	c.discard()
