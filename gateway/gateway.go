@@ -290,12 +290,20 @@ type TransportSettings struct {
 	DisableDirect bool
 }
 
+// upstreamTransport is what carries requests to instances: net/http's
+// Transport, or gateway/h1's in front of it, whose CloseIdleConnections
+// closes those of both.
+type upstreamTransport interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
 // Gateway is an http.Handler that proxies requests to services. It is safe
 // for concurrent use; Update swaps its routing table atomically.
 type Gateway struct {
 	tbl        atomic.Pointer[table]
 	transport  *http.Transport
-	upstreamRT http.RoundTripper // transport, or the direct one in front of it
+	upstreamRT upstreamTransport // transport, or the direct one in front of it
 	bufs       *bufferPool
 	logger     *slog.Logger
 	now        func() time.Time

@@ -139,7 +139,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
-	g.closeIdle()
+	g.upstreamRT.CloseIdleConnections()
 	g.logger.Info("stopped")
 	return err
 }
@@ -193,13 +193,4 @@ func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
-}
-
-// closeIdle closes idle upstream connections, the direct transport's too.
-func (g *Gateway) closeIdle() {
-	if c, ok := g.upstreamRT.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-		return
-	}
-	g.transport.CloseIdleConnections()
 }
