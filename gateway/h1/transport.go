@@ -391,8 +391,10 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	// Cancellation (the client leaving, a timeout) interrupts whatever
 	// I/O is blocked on the connection, which then cannot be reused.
 	stop := context.AfterFunc(ctx, c.interrupt)
-	if err := req.Write(c.bw); err != nil {
-		return nil, failed(ctx, stop, err)
+	if !writeHead(c.bw, req) {
+		if err := req.Write(c.bw); err != nil {
+			return nil, failed(ctx, stop, err)
+		}
 	}
 	if err := c.bw.Flush(); err != nil {
 		return nil, failed(ctx, stop, err)
