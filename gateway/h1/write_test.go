@@ -208,8 +208,8 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func BenchmarkValidHeaders(b *testing.B) {
 	h := http.Header{
 		"Accept": {"*/*"}, "Authorization": {"Bearer " + strings.Repeat("x", 150)},
-		"Traceparent":     {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
-		"X-Auth-Method":   {"jwt"}, "X-Auth-Subject": {"u1"}, "X-User-Id": {"u1"},
+		"Traceparent":   {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		"X-Auth-Method": {"jwt"}, "X-Auth-Subject": {"u1"}, "X-User-Id": {"u1"},
 		"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Host": {"api.example.com"},
 		"X-Forwarded-Proto": {"http"}, "X-Real-Ip": {"127.0.0.1"},
 		"X-Request-Id": {"4ec1f5c0-51d3-4f31-9c0a-8c2e1b1f3a11"}, "User-Agent": {"wrk"},
@@ -220,4 +220,16 @@ func BenchmarkValidHeaders(b *testing.B) {
 			b.Fatal("invalid")
 		}
 	}
+}
+
+// FuzzValidValue checks the word-at-a-time test against the plain one.
+func FuzzValidValue(f *testing.F) {
+	for _, s := range []string{"", "abc", "Bearer abcdefghijklmnop", "a\tb\tc\td\te", "abcdefg\x7f", "abcdefgh\x00", "\x80\x81\xff\xfe\x9f\xa0\x7e\x20zz", "\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		if got, want := validValue(v), validBytes(v); got != want {
+			t.Errorf("validValue(%q) = %v, want %v", v, got, want)
+		}
+	})
 }
