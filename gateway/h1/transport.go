@@ -111,14 +111,21 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		c.discard()
 		// A reused connection the backend had closed fails before any
-		// response arrives; the request (GET, HEAD or OPTIONS) is safe to
-		// send once more on a fresh one.
-		if c.reused && !c.gotBytes && !retried && req.Context().Err() == nil {
+		// response arrives, or answers with the 408 the backend sent
+		// while it sat idle; the request (GET, HEAD or OPTIONS) is safe
+		// to send once more on a fresh one.
+		if c.reused && (!c.gotBytes || err == errIdleTimeout) && !retried && req.Context().Err() == nil {
 			continue
 		}
 		return nil, err
 	}
 }
+
+// errIdleTimeout is a 408 read on a reused connection. Servers send one
+// when they close a connection that sat idle too long, before or while
+// the next request arrives (net/http's Transport drops such a connection
+// too); it does not answer the request.
+var errIdleTimeout = errors.New("h1: backend timed out the idle connection (408)")
 
 // validHeaders applies RFC 9110's grammar: field names are tokens, values
 // hold no control characters but tab.
@@ -458,6 +465,9 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 				}
 			}
 			continue
+		}
+		if resp.StatusCode == http.StatusRequestTimeout && c.reused {
+			return nil, failed(ctx, stop, errIdleTimeout)
 		}
 		reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
 		if resp.Body == http.NoBody || req.Method == http.MethodHead || resp.ContentLength == 0 && len(resp.TransferEncoding) == 0 {
