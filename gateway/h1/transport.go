@@ -11,7 +11,8 @@
 // It takes only the requests where that is simple and safe: GET, HEAD and
 // OPTIONS without a body, over http, without Upgrade or Expect. Those are
 // replayable, so a request that meets a connection the backend closed
-// while it sat idle is sent again on a fresh one. Every other request
+// while it sat idle (or timed out with a 408) is sent again on a fresh
+// one. Every other request
 // (bodies, upgrades, TLS backends, other methods) goes to Fallback,
 // normally the http.Transport the proxy already has.
 package h1
