@@ -111,11 +111,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		c.discard()
-		// A reused connection the backend had closed fails before any
-		// response arrives, or answers with the 408 the backend sent
-		// while it sat idle; the request (GET, HEAD or OPTIONS) is safe
-		// to send once more on a fresh one.
-		if c.reused && (!c.gotBytes || err == errIdleTimeout) && !retried && req.Context().Err() == nil {
+		// A reused connection can have gone bad while it sat idle: closed
+		// by the backend (the request fails before any response
+		// arrives), timed out with a 408, or holding stray bytes that do
+		// not parse as a response. net/http's Transport, whose read loop
+		// watches idle connections, drops such a connection before
+		// using it; here the request (GET, HEAD or OPTIONS: idempotent)
+		// is sent once more on a fresh one.
+		if c.reused && (!c.gotBytes || c.badHead || err == errIdleTimeout) && !retried && req.Context().Err() == nil {
 			continue
 		}
 		return nil, err
@@ -246,7 +249,7 @@ func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*conn
 		}
 		t.mu.Unlock()
 		closeAll(stale)
-		c.reused, c.gotBytes = true, false
+		c.reused, c.gotBytes, c.badHead = true, false, false
 		return c, nil
 	}
 	hp.open++
@@ -371,6 +374,7 @@ type conn struct {
 	idleSince time.Time
 	reused    bool   // it served a request before this one
 	gotBytes  bool   // the current request got some of a response
+	badHead   bool   // what the current request got did not parse as a response head
 	interrupt func() // unblocks the connection's I/O; made once, not per request
 }
 
@@ -450,6 +454,8 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		c.lr.limit = 0
 		if c.lr.exceeded {
 			err = errHeaderTooLarge // whatever the parser made of the cut
+		} else if err != nil {
+			c.badHead = true
 		}
 		if err != nil {
 			return nil, failed(ctx, stop, err)

@@ -760,70 +760,84 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// TestIdleTimeoutResponseIsRetried: a backend that times out an idle
-// connection with a 408 leaves it in the socket; the next request meets
-// it on that reused connection and must get its own answer from a fresh
-// one instead.
-func TestIdleTimeoutResponseIsRetried(t *testing.T) {
-	checkGoroutines(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accepted atomic.Int64
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
+// TestBadIdleConnectionIsRetried: bytes a backend leaves on a connection
+// while it sits idle in the pool (the 408 of its idle timeout, or
+// garbage) are met by the next request on that reused connection, which
+// must get its own answer from a fresh one instead.
+func TestBadIdleConnectionIsRetried(t *testing.T) {
+	for name, stray := range map[string]string{
+		"408":     "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+		"garbage": "\x00\x01 not a response\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			checkGoroutines(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
-				return
+				t.Fatal(err)
 			}
-			accepted.Add(1)
+			var accepted atomic.Int64
+			var wg sync.WaitGroup
+			t.Cleanup(func() { ln.Close(); wg.Wait() })
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
 				for {
-					req, err := http.ReadRequest(br)
+					c, err := ln.Accept()
 					if err != nil {
 						return
 					}
-					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
-						return
-					}
-					if req.URL.Path == "/then-idle-timeout" {
-						// Later, so the connection is idle in the pool
-						// by then rather than still being read.
-						time.Sleep(20 * time.Millisecond)
-						io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-						return
-					}
+					accepted.Add(1)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer c.Close()
+						br := bufio.NewReader(c)
+						for {
+							req, err := http.ReadRequest(br)
+							if err != nil {
+								return
+							}
+							if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+								return
+							}
+							if req.URL.Path == "/then-stray" {
+								// Later, so the connection is idle in the
+								// pool by then rather than still being read.
+								time.Sleep(20 * time.Millisecond)
+								io.WriteString(c, stray)
+								return
+							}
+						}
+					}()
 				}
 			}()
-		}
-	}()
-	tr, _ := newTransport(t)
-	base := "http://" + ln.Addr().String()
-	if _, body, err := get(t, tr, context.Background(), "GET", base+"/then-idle-timeout"); err != nil || body != "ok" {
-		t.Fatalf("first request: %v %q", err, body)
+			tr, _ := newTransport(t)
+			base := "http://" + ln.Addr().String()
+			if _, body, err := get(t, tr, context.Background(), "GET", base+"/then-stray"); err != nil || body != "ok" {
+				t.Fatalf("first request: %v %q", err, body)
+			}
+			time.Sleep(80 * time.Millisecond) // the stray bytes and the close reach the idle connection
+			resp, body, err := get(t, tr, context.Background(), "GET", base+"/")
+			if err != nil || resp.StatusCode != http.StatusOK || body != "ok" {
+				t.Fatalf("second request: %v %v %q, want 200 ok", resp, err, body)
+			}
+			if n := accepted.Load(); n != 2 {
+				t.Errorf("backend accepted %d connections, want 2", n)
+			}
+		})
 	}
-	time.Sleep(80 * time.Millisecond) // the 408 and the close reach the idle connection
-	resp, body, err := get(t, tr, context.Background(), "GET", base+"/")
-	if err != nil || resp.StatusCode != http.StatusOK || body != "ok" {
-		t.Fatalf("second request: %v %v %q, want 200 ok", resp, err, body)
-	}
-	if n := accepted.Load(); n != 2 {
-		t.Errorf("backend accepted %d connections, want 2", n)
-	}
+}
 
-	// A 408 on a fresh connection answers the request and is passed on.
+// TestAnswersOnFreshConnectionsAreNotRetried: a 408 or a malformed
+// response on a fresh connection is the backend's answer.
+func TestAnswersOnFreshConnectionsAreNotRetried(t *testing.T) {
+	checkGoroutines(t)
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusRequestTimeout) })
-	tr2, _ := newTransport(t)
-	if resp, _, err := get(t, tr2, context.Background(), "GET", be.URL); err != nil || resp.StatusCode != http.StatusRequestTimeout {
+	tr, _ := newTransport(t)
+	if resp, _, err := get(t, tr, context.Background(), "GET", be.URL); err != nil || resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("408 on a fresh connection: %v %v, want the 408", resp, err)
+	}
+	if n := be.opened.Load(); n != 1 {
+		t.Errorf("backend saw %d connections, want 1", n)
 	}
 }
