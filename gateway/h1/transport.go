@@ -10,11 +10,11 @@
 //
 // It takes only the requests where that is simple and safe: GET, HEAD and
 // OPTIONS without a body, over http, without Upgrade or Expect. Those are
-// replayable, so a request that meets a connection the backend closed
-// while it sat idle (or timed out with a 408) is sent again on a fresh
-// one. Every other request
-// (bodies, upgrades, TLS backends, other methods) goes to Fallback,
-// normally the http.Transport the proxy already has.
+// replayable, so a request that meets a connection that went bad while it
+// sat idle (closed by the backend, timed out with a 408, holding stray
+// bytes) is sent again on a fresh one. Every other request (bodies,
+// upgrades, TLS backends, other methods) goes to Fallback, normally the
+// http.Transport the proxy already has.
 package h1
 
 import (
