@@ -12,6 +12,8 @@
 //	observed  metrics, access logs, trace context; no rate limit, no auth
 //	off       as observed, plus a per-IP rate limit (not hit)
 //	full      as off, plus JWT auth on the route (HS256; -alg EdDSA for Ed25519)
+//	all       each of the above in turn, full with both algorithms, then
+//	          the harness's one-line summary of every run together
 //
 // -max-conns N sets the service's max_conns_per_instance: with fast
 // backends, fewer upstream connections than client connections (the
@@ -31,12 +33,14 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,7 +54,7 @@ import (
 
 func main() {
 	harness := flag.String("harness", "../shared/bench", "directory of the shared benchmark harness (run.sh)")
-	mode := flag.String("mode", "full", "bare, observed, off or full")
+	mode := flag.String("mode", "full", "bare, observed, off, full or all")
 	alg := flag.String("alg", "HS256", "JWT algorithm in full mode: HS256 or EdDSA")
 	port := flag.Int("port", 19080, "gateway port")
 	maxConns := flag.Int("max-conns", 0, "services.items.max_conns_per_instance (0: no bound); fewer upstream connections than client connections makes the gateway queue requests, which costs less CPU with fast backends")
@@ -65,13 +69,38 @@ func main() {
 		}
 		return
 	}
-	if err := run(*harness, *mode, *alg, *port, *maxConns); err != nil {
-		fmt.Fprintln(os.Stderr, "gwbench:", err)
-		os.Exit(1)
+	runs := [][2]string{{*mode, *alg}}
+	if *mode == "all" {
+		runs = [][2]string{{"bare", ""}, {"observed", ""}, {"off", ""}, {"full", "HS256"}, {"full", "EdDSA"}}
+	}
+	var out bytes.Buffer
+	for _, r := range runs {
+		if err := run(*harness, r[0], r[1], *port, *maxConns, io.MultiWriter(os.Stdout, &out)); err != nil {
+			fmt.Fprintln(os.Stderr, "gwbench:", err)
+			os.Exit(1)
+		}
+	}
+	if len(runs) > 1 {
+		fmt.Println("\nsummary (ratios to the bare Go proxy of the same run):")
+		for _, l := range summaries(out.String()) {
+			fmt.Println(l)
+		}
 	}
 }
 
-func run(harness, mode, alg string, port, maxConns int) error {
+// summaries picks the harness's one-line summary of each run out of its
+// output.
+func summaries(out string) []string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "API-GATEWAY-") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func run(harness, mode, alg string, port, maxConns int, stdout io.Writer) error {
 	runSh, err := filepath.Abs(filepath.Join(harness, "run.sh"))
 	if err != nil {
 		return err
@@ -108,7 +137,7 @@ func run(harness, mode, alg string, port, maxConns int) error {
 	if header != "" {
 		cmd.Env = append(cmd.Env, "HEADER="+header)
 	}
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Stdout, cmd.Stderr = stdout, os.Stderr
 	return cmd.Run()
 }
 
