@@ -450,7 +450,21 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	for n := 0; ; n++ {
 		c.lr.limit = maxHeader + int64(c.br.Buffered())
-		resp, err := http.ReadResponse(c.br, req)
+		var resp *http.Response
+		var err error
+		taken := false
+		if n == 0 {
+			// The usual response is parsed from the buffer by readHead;
+			// anything else, and what follows a 1xx, by ReadResponse.
+			if _, err = c.br.Peek(1); err == nil {
+				resp, taken = readHead(c.br, req)
+			} else if err == io.EOF {
+				err = io.ErrUnexpectedEOF // as ReadResponse says it
+			}
+		}
+		if !taken && err == nil {
+			resp, err = http.ReadResponse(c.br, req)
+		}
 		c.lr.limit = 0
 		if c.lr.exceeded {
 			err = errHeaderTooLarge // whatever the parser made of the cut
