@@ -3,10 +3,14 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -124,5 +128,70 @@ func BenchmarkReadHead(b *testing.B) {
 				r.Body.Read(buf)
 			}
 		})
+	}
+}
+
+// TestResponsesOfEveryShapeShareAConnection sends responses that readHead
+// takes and ones it leaves to ReadResponse, in turn, down one keep-alive
+// connection: each must be read whole and exactly, so the next one
+// starts where it should.
+func TestResponsesOfEveryShapeShareAConnection(t *testing.T) {
+	checkGoroutines(t)
+	responses := []struct{ raw, body string }{
+		{"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfirst", "first"},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nchu\r\n4\r\nnked\r\n0\r\n\r\n", "chunked"},
+		{"HTTP/1.1 201 Created\r\ncontent-length: 9\r\nx-lower: yes\r\n\r\nlowercase", "lowercase"},
+		{"HTTP/1.1 204 No Content\r\n\r\n", ""},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", ""},
+		{"HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 6\r\n\r\npragma", "pragma"},
+		{"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nlast", "last"},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for _, r := range responses {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if _, err := io.WriteString(c, r.raw); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	tr, _ := newTransport(t)
+	for i, r := range responses {
+		resp, body, err := get(t, tr, context.Background(), "GET", "http://"+ln.Addr().String()+"/")
+		if err != nil || body != r.body {
+			t.Fatalf("response %d: %v %q, want %q", i, err, body, r.body)
+		}
+		if i == 2 && resp.Header.Get("X-Lower") != "yes" {
+			t.Errorf("response %d: header %v", i, resp.Header)
+		}
+		if i == 5 && resp.Header.Get("Cache-Control") != "no-cache" {
+			t.Errorf("response %d: Pragma without Cache-Control gets one, as ReadResponse does: %v", i, resp.Header)
+		}
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections, want 1", n)
 	}
 }
