@@ -53,16 +53,17 @@ func writeHead(w *bufio.Writer, req *http.Request) bool {
 	w.WriteString(host)
 	w.WriteString("\r\n")
 	// As Request.Write: a User-Agent field, even an empty one, replaces
-	// the default; an empty one is not sent.
+	// the default; an empty one is not sent, one of only blanks is sent
+	// empty.
 	ua := "Go-http-client/1.1"
 	if vv, ok := req.Header["User-Agent"]; ok {
 		ua = ""
 		if len(vv) > 0 {
-			ua = trim(vv[0])
+			ua = vv[0]
 		}
 	}
 	if ua != "" {
-		writeField(w, "User-Agent", ua)
+		writeField(w, "User-Agent", trim(ua))
 	}
 	for k, vv := range req.Header {
 		switch k {
