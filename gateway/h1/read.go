@@ -12,8 +12,9 @@ import (
 // readHead parses the everyday response head, as http.ReadResponse would
 // and with the same result, when all of it is already in br: HTTP/1.1, a
 // final status with a body, plain "Name: value" fields and one decimal
-// Content-Length. It saves about half of ReadResponse's cost (its line
-// reader, a string per value, the transfer bookkeeping).
+// Content-Length. It saves about a third of ReadResponse's cost and four
+// of its ten allocations (its line reader, a string per value, the
+// transfer bookkeeping).
 //
 // It reports false, having consumed nothing, for anything else — a head
 // not yet whole in the buffer, another protocol version, 1xx, 204 or 304,
