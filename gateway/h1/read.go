@@ -116,21 +116,13 @@ func field(s string, start, end int) (k, v string, ok bool) {
 	if i == start || i == end {
 		return "", "", false
 	}
-	k = s[start:i]
-	for j := 0; j < len(k); j++ {
-		// Canonical: upper case after a start or '-', lower case elsewhere.
-		c := k[j]
-		upper := j == 0 || k[j-1] == '-'
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			k = textproto.CanonicalMIMEHeaderKey(k)
-			break
-		}
-	}
+	// Already canonical (the usual case), the name comes back as is.
+	k = textproto.CanonicalMIMEHeaderKey(s[start:i])
 	v = s[i+1 : end]
 	if !validValue(v) {
 		return "", "", false
 	}
-	return k, trim(v), true
+	return k, textproto.TrimString(v), true
 }
 
 // lengthBody is a response body of a known length: io.EOF after it, and

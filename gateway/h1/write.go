@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 )
 
 // writeHead writes req's request line and header section, as
@@ -63,7 +64,7 @@ func writeHead(w *bufio.Writer, req *http.Request) bool {
 		}
 	}
 	if ua != "" {
-		writeField(w, "User-Agent", trim(ua))
+		writeField(w, "User-Agent", textproto.TrimString(ua))
 	}
 	for k, vv := range req.Header {
 		switch k {
@@ -71,7 +72,7 @@ func writeHead(w *bufio.Writer, req *http.Request) bool {
 			continue // written above, or not at all, as by Request.Write
 		}
 		for _, v := range vv {
-			writeField(w, k, trim(v))
+			writeField(w, k, textproto.TrimString(v))
 		}
 	}
 	w.WriteString("\r\n")
@@ -83,18 +84,6 @@ func writeField(w *bufio.Writer, k, v string) {
 	w.WriteString(": ")
 	w.WriteString(v)
 	w.WriteString("\r\n")
-}
-
-// trim drops the spaces and tabs around a value, as Request.Write does
-// (validHeaders has refused the other bytes it would trim).
-func trim(v string) string {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
 }
 
 // plainHostBytes are the bytes of a Host value Request.Write sends
