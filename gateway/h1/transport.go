@@ -118,7 +118,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// watches idle connections, drops such a connection before
 		// using it; here the request (GET, HEAD or OPTIONS: idempotent)
 		// is sent once more on a fresh one.
-		if c.reused && (!c.gotBytes || c.badHead || err == errIdleTimeout) && !retried && req.Context().Err() == nil {
+		if c.reused && (!c.gotBytes || c.notAnswer) && !retried && req.Context().Err() == nil {
 			continue
 		}
 		return nil, err
@@ -249,7 +249,7 @@ func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*conn
 		}
 		t.mu.Unlock()
 		closeAll(stale)
-		c.reused, c.gotBytes, c.badHead = true, false, false
+		c.reused, c.gotBytes, c.notAnswer = true, false, false
 		return c, nil
 	}
 	hp.open++
@@ -374,7 +374,7 @@ type conn struct {
 	idleSince time.Time
 	reused    bool   // it served a request before this one
 	gotBytes  bool   // the current request got some of a response
-	badHead   bool   // what the current request got did not parse as a response head
+	notAnswer bool   // what the current request got cannot be its answer: no parsable head, or an idle 408
 	interrupt func() // unblocks the connection's I/O; made once, not per request
 }
 
@@ -469,7 +469,7 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		if c.lr.exceeded {
 			err = errHeaderTooLarge // whatever the parser made of the cut
 		} else if err != nil {
-			c.badHead = true
+			c.notAnswer = true
 		}
 		if err != nil {
 			return nil, failed(ctx, stop, err)
@@ -488,6 +488,7 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		}
 		if resp.StatusCode == http.StatusRequestTimeout && c.reused {
+			c.notAnswer = true
 			return nil, failed(ctx, stop, errIdleTimeout)
 		}
 		reuse := !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols
