@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 )
 
@@ -146,41 +144,19 @@ func TestResponsesOfEveryShapeShareAConnection(t *testing.T) {
 		{"HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 6\r\n\r\npragma", "pragma"},
 		{"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nlast", "last"},
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accepted atomic.Int64
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	addr, accepted := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		for _, r := range responses {
+			if _, err := http.ReadRequest(br); err != nil {
 				return
 			}
-			accepted.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for _, r := range responses {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, r.raw); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := io.WriteString(c, r.raw); err != nil {
+				return
+			}
 		}
-	}()
+	})
 	tr, _ := newTransport(t)
 	for i, r := range responses {
-		resp, body, err := get(t, tr, context.Background(), "GET", "http://"+ln.Addr().String()+"/")
+		resp, body, err := get(t, tr, context.Background(), "GET", "http://"+addr+"/")
 		if err != nil || body != r.body {
 			t.Fatalf("response %d: %v %q, want %q", i, err, body, r.body)
 		}

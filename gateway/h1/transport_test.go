@@ -81,6 +81,39 @@ func newTransport(t *testing.T) (*Transport, *countingRT) {
 	return tr, fb
 }
 
+// rawBackend is a loopback backend that answers at the byte level, for
+// what net/http's server will not send (stray bytes, chosen framings):
+// serve handles one connection, reading requests from br. It returns the
+// address and the count of connections accepted.
+func rawBackend(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := new(atomic.Int64)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return ln.Addr().String(), accepted
+}
+
 func get(t *testing.T, rt http.RoundTripper, ctx context.Context, method, url string) (*http.Response, string, error) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
@@ -603,45 +636,23 @@ func TestInvalidHeadersAreRefusedUnsent(t *testing.T) {
 // than its Content-Length announced leaves the connection unusable.
 func TestBytesPastTheResponseEndDropTheConnection(t *testing.T) {
 	checkGoroutines(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accepted atomic.Int64
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	addr, accepted := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			accepted.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					extra := ""
-					if req.URL.Path == "/extra" {
-						extra = "GARBAGE"
-					}
-					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"+extra); err != nil {
-						return
-					}
-				}
-			}()
+			extra := ""
+			if req.URL.Path == "/extra" {
+				extra = "GARBAGE"
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"+extra); err != nil {
+				return
+			}
 		}
-	}()
+	})
 	tr, _ := newTransport(t)
-	base := "http://" + ln.Addr().String()
+	base := "http://" + addr
 	for _, p := range []string{"/extra", "/", "/"} {
 		if _, body, err := get(t, tr, context.Background(), "GET", base+p); err != nil || body != "ok" {
 			t.Fatalf("%s: %v %q", p, err, body)
@@ -771,48 +782,26 @@ func TestBadIdleConnectionIsRetried(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			checkGoroutines(t)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var accepted atomic.Int64
-			var wg sync.WaitGroup
-			t.Cleanup(func() { ln.Close(); wg.Wait() })
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			addr, accepted := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
 				for {
-					c, err := ln.Accept()
+					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
 					}
-					accepted.Add(1)
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						defer c.Close()
-						br := bufio.NewReader(c)
-						for {
-							req, err := http.ReadRequest(br)
-							if err != nil {
-								return
-							}
-							if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
-								return
-							}
-							if req.URL.Path == "/then-stray" {
-								// Later, so the connection is idle in the
-								// pool by then rather than still being read.
-								time.Sleep(20 * time.Millisecond)
-								io.WriteString(c, stray)
-								return
-							}
-						}
-					}()
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+						return
+					}
+					if req.URL.Path == "/then-stray" {
+						// Later, so the connection is idle in the pool by
+						// then rather than still being read.
+						time.Sleep(20 * time.Millisecond)
+						io.WriteString(c, stray)
+						return
+					}
 				}
-			}()
+			})
 			tr, _ := newTransport(t)
-			base := "http://" + ln.Addr().String()
+			base := "http://" + addr
 			if _, body, err := get(t, tr, context.Background(), "GET", base+"/then-stray"); err != nil || body != "ok" {
 				t.Fatalf("first request: %v %q", err, body)
 			}

@@ -174,9 +174,10 @@ func FuzzWriteHead(f *testing.F) {
 	})
 }
 
-func BenchmarkWriteHead(b *testing.B) {
-	req, _ := http.NewRequest("GET", "http://10.0.0.7:8080/api/v1/records/abc", nil)
-	req.Header = http.Header{
+// upstreamHeader is what a gateway sends upstream with every request:
+// forwarding, id, trace and identity fields, a bearer token.
+func upstreamHeader() http.Header {
+	return http.Header{
 		"Accept": {"*/*"}, "Authorization": {"Bearer " + strings.Repeat("x", 150)},
 		"Traceparent":   {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 		"X-Auth-Method": {"jwt"}, "X-Auth-Subject": {"u1"}, "X-User-Id": {"u1"},
@@ -184,6 +185,11 @@ func BenchmarkWriteHead(b *testing.B) {
 		"X-Forwarded-Proto": {"http"}, "X-Real-Ip": {"127.0.0.1"},
 		"X-Request-Id": {"4ec1f5c0-51d3-4f31-9c0a-8c2e1b1f3a11"}, "User-Agent": {"wrk"},
 	}
+}
+
+func BenchmarkWriteHead(b *testing.B) {
+	req, _ := http.NewRequest("GET", "http://10.0.0.7:8080/api/v1/records/abc", nil)
+	req.Header = upstreamHeader()
 	w := bufio.NewWriterSize(discard{}, 4096)
 	for _, bc := range []struct {
 		name  string
@@ -207,14 +213,7 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func BenchmarkValidHeaders(b *testing.B) {
-	h := http.Header{
-		"Accept": {"*/*"}, "Authorization": {"Bearer " + strings.Repeat("x", 150)},
-		"Traceparent":   {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
-		"X-Auth-Method": {"jwt"}, "X-Auth-Subject": {"u1"}, "X-User-Id": {"u1"},
-		"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Host": {"api.example.com"},
-		"X-Forwarded-Proto": {"http"}, "X-Real-Ip": {"127.0.0.1"},
-		"X-Request-Id": {"4ec1f5c0-51d3-4f31-9c0a-8c2e1b1f3a11"}, "User-Agent": {"wrk"},
-	}
+	h := upstreamHeader()
 	b.ReportAllocs()
 	for b.Loop() {
 		if validHeaders(h) != nil {
