@@ -5,6 +5,7 @@ import (
 
 	"errors"
 	"github.com/pyairtable/api-gateway/gateway/connguard"
+	"github.com/pyairtable/api-gateway/gateway/h1"
 	"net"
 	"net/http"
 	"sync"
@@ -33,6 +34,11 @@ type ServerSettings struct {
 	// closes, so load balancers stop sending new connections. If zero,
 	// 5s. Negative means none.
 	ShutdownDelay time.Duration
+	// NetHTTPOnly serves every connection with net/http's server. By
+	// default h1's server takes the everyday requests (GET and HEAD
+	// without a body) with less memory per connection, and hands the
+	// connections that send anything else to net/http.
+	NetHTTPOnly bool
 	// ShutdownTimeout bounds waiting for in-flight requests (including
 	// streams) after the listener closed. If zero, 30s.
 	ShutdownTimeout time.Duration
@@ -91,9 +97,20 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeadBytes:  s.MaxHeaderBytes + 4096,
 		WriteTimeout:  s.WriteTimeout,
 	})
-	srv.ConnContext = connguard.ConnContext
+	// Connections h1's server hands over reach net/http wrapped.
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return connguard.ConnContext(ctx, h1.Unwrap(c))
+	}
+	var sv interface {
+		Serve(net.Listener) error
+		Shutdown(context.Context) error
+		Close() error
+	} = srv
+	if !s.NetHTTPOnly {
+		sv = &h1.Server{Std: srv}
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- sv.Serve(ln) }()
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	bgDone := make(chan struct{})
 	go func() {
@@ -127,9 +144,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if h := g.ws.Hub; h != nil {
 		srv.RegisterOnShutdown(func() { h.Shutdown(sctx) })
 	}
-	err := srv.Shutdown(sctx)
+	err := sv.Shutdown(sctx)
 	if err != nil {
-		srv.Close()
+		sv.Close()
 	}
 	// Shutdown does not wait for hijacked connections: proxied WebSocket
 	// tunnels are waited for here, within the same timeout.

@@ -68,6 +68,7 @@ type Server struct {
 	ShutdownTimeout   Duration  `yaml:"shutdown_timeout"`
 	BodyLimit         ByteSize  `yaml:"body_limit"`
 	MaxHeaderBytes    ByteSize  `yaml:"max_header_bytes"`
+	NetHTTPOnly       bool      `yaml:"net_http_only"`
 	TrustedProxies    []string  `yaml:"trusted_proxies"`
 	Transport         Transport `yaml:"transport"`
 	Limits            Limits    `yaml:"limits"`
@@ -525,6 +526,7 @@ func (c *Config) Gateway(opts ...Options) (gateway.Config, error) {
 			Concurrency:       s.Concurrency,
 			ShutdownDelay:     off(s.ShutdownDelay),
 			ShutdownTimeout:   s.ShutdownTimeout.D(),
+			NetHTTPOnly:       s.NetHTTPOnly,
 		},
 	}
 	var errs []error

@@ -152,6 +152,7 @@ func restartNeeded(old, next *Config) []string {
 	diff("server.shutdown_delay", o.ShutdownDelay, n.ShutdownDelay)
 	diff("server.shutdown_timeout", o.ShutdownTimeout, n.ShutdownTimeout)
 	diff("server.max_header_bytes", o.MaxHeaderBytes, n.MaxHeaderBytes)
+	diff("server.net_http_only", o.NetHTTPOnly, n.NetHTTPOnly)
 	diff("server.transport", o.Transport, n.Transport)
 	diff("admin", old.Admin, next.Admin)
 	diff("log.format", old.Log.Format, next.Log.Format)

@@ -1,20 +1,27 @@
-// Package h1 is an HTTP/1.1 upstream transport for a reverse proxy whose
-// backends are trusted and speak plain HTTP/1.1.
+// Package h1 is HTTP/1.1 for both sides of a reverse proxy, written for
+// the requests most of a gateway's traffic is made of and leaving the rest
+// to net/http.
 //
-// net/http's Transport gives every connection two goroutines, one writing
-// requests and one reading responses, and hands each request to them and
-// each response back over channels: for a proxy on loopback, about 15% of
-// the CPU a request costs. This Transport writes the request and reads the
-// response on the calling goroutine instead, and keeps no goroutine per
-// connection.
+// [Server] stands in front of a net/http server: it serves bodiless GET
+// and HEAD requests itself, holding buffers only while it reads or writes,
+// and hands each connection that sends anything else to the net/http
+// server for good.
 //
-// It takes only the requests where that is simple and safe: GET, HEAD and
-// OPTIONS without a body, over http, without Upgrade or Expect. Those are
-// replayable, so a request that meets a connection that went bad while it
-// sat idle (closed by the backend, timed out with a 408, holding stray
-// bytes) is sent again on a fresh one. Every other request (bodies,
-// upgrades, TLS backends, other methods) goes to Fallback, normally the
-// http.Transport the proxy already has.
+// [Transport] is an upstream transport for backends that are trusted and
+// speak plain HTTP/1.1. net/http's Transport gives every connection two
+// goroutines, one writing requests and one reading responses, and hands
+// each request to them and each response back over channels: for a proxy
+// on loopback, about 15% of the CPU a request costs. This Transport writes
+// the request and reads the response on the calling goroutine instead,
+// and keeps no goroutine per connection.
+//
+// The Transport takes only the requests where that is simple and safe:
+// GET, HEAD and OPTIONS without a body, over http, without Upgrade or
+// Expect. Those are replayable, so a request that meets a connection that
+// went bad while it sat idle (closed by the backend, timed out with a
+// 408, holding stray bytes) is sent again on a fresh one. Every other
+// request (bodies, upgrades, TLS backends, other methods) goes to
+// Fallback, normally the http.Transport the proxy already has.
 package h1
 
 import (

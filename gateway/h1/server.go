@@ -1,0 +1,605 @@
+package h1
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"log"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server serves the requests most of a gateway's clients send — GET and
+// HEAD over HTTP/1.1, no body, a head of at most 4 KiB — and hands every
+// connection that sends anything else to the net/http server Std, which
+// serves it from that request on.
+//
+// net/http's server holds a 4 KiB read buffer and a 4 KiB write buffer for
+// the whole life of a connection, a 2 KiB response buffer and a goroutine
+// reading in the background for every request in flight, and a copy of
+// the response header for each response. Under many busy connections
+// (thousands of clients, each waiting for a slot on a backend) that is
+// most of a gateway's memory. This Server holds a read buffer only while
+// it reads a request head and a write buffer only while it writes a
+// response, watches for the client going away only once a request has
+// run for WatchDelay, and writes the header block without copying it.
+//
+// What it takes is what is simple to read exactly as net/http reads it:
+// the request line "GET|HEAD origin-form HTTP/1.1", plain "Name: value"
+// fields with CRLF line ends, exactly one valid Host, and no field that
+// frames a body or changes the protocol (Content-Length,
+// Transfer-Encoding, Expect, Upgrade, or a Connection other than close or
+// keep-alive). A request it does not take is left unread, with the bytes
+// read so far, for Std; a fuzz test holds every request it takes to the
+// same reading by http.ReadRequest and net/http's server checks.
+//
+// Responses are framed as net/http frames them (Content-Length computed
+// for a short body written before the handler returns, chunked
+// otherwise, Content-Type sniffed when unset, Date added, trailers), with
+// two differences: header fields are written in the map's order, and
+// changes a handler makes to the header after WriteHeader and before the
+// first byte goes out are sent (net/http copies the map at WriteHeader).
+// Hijacking is not supported on the requests this Server takes: requests
+// that ask to switch protocols (Upgrade) are Std's.
+//
+// Std.ConnState is not called for the connections this Server serves, and
+// Std.ConnContext sees a handed-over connection wrapped; see [Unwrap].
+type Server struct {
+	// Std answers every request through its Handler. Its ReadTimeout,
+	// ReadHeaderTimeout, IdleTimeout, WriteTimeout, BaseContext,
+	// ConnContext and ErrorLog apply here too. It must be set, and not
+	// served by anything else.
+	Std *http.Server
+	// WatchDelay is how long a request runs before the Server watches its
+	// connection for the client going away, which cancels the request's
+	// context. If zero, 500ms.
+	WatchDelay time.Duration
+
+	mu        sync.Mutex
+	listeners map[*net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	handoff   *handoffListener
+	stdDone   chan struct{}
+	closing   atomic.Bool
+}
+
+// ErrServerClosed is http.ErrServerClosed, returned by Serve after
+// Shutdown or Close.
+var ErrServerClosed = http.ErrServerClosed
+
+// Serve accepts connections on l and serves them until l fails or the
+// Server is shut down; then it closes l. It always returns a non-nil
+// error: ErrServerClosed after Shutdown or Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = map[*net.Listener]struct{}{}
+		s.conns = map[*serverConn]struct{}{}
+	}
+	s.listeners[&l] = struct{}{}
+	if s.handoff == nil {
+		s.handoff = &handoffListener{addr: l.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
+		s.stdDone = make(chan struct{})
+		go func() {
+			defer close(s.stdDone)
+			s.Std.Serve(s.handoff)
+		}()
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, &l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+
+	base := context.Background()
+	if s.Std.BaseContext != nil {
+		base = s.Std.BaseContext(l)
+	}
+	base = context.WithValue(base, http.ServerContextKey, s.Std)
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+				// Out of file descriptors and the like: back off as
+				// net/http does rather than spin.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logf("h1: accept error: %v; retrying in %v", err, delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if _, ok := nc.(*tls.Conn); ok {
+			// TLS (and with it HTTP/2) is net/http's to negotiate: the
+			// connection goes over untouched.
+			s.handoff.give(nc)
+			continue
+		}
+		c := &serverConn{s: s, nc: nc, remote: nc.RemoteAddr().String()}
+		ctx := context.WithValue(base, http.LocalAddrContextKey, nc.LocalAddr())
+		if s.Std.ConnContext != nil {
+			ctx = s.Std.ConnContext(ctx, nc)
+		}
+		c.ctx = ctx
+		if !s.track(c) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+func (s *Server) track(c *serverConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c *serverConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops the Server as http.Server.Shutdown does: it closes the
+// listeners and the idle connections, then waits for the others to finish
+// their response and close, until ctx ends. Std is shut down alongside.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.closeListeners()
+	stdErr := make(chan error, 1)
+	go func() { stdErr <- s.Std.Shutdown(ctx) }()
+	tick := 5 * time.Millisecond
+	for {
+		if s.closeIdle() {
+			break
+		}
+		t := time.NewTimer(tick)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			<-stdErr
+			return ctx.Err()
+		case <-t.C:
+		}
+		tick = min(2*tick, 500*time.Millisecond)
+	}
+	err := <-stdErr
+	s.waitStd()
+	return err
+}
+
+// Close closes the listeners and every connection at once, Std's too.
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	s.closeListeners()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.state.Store(stateClosed)
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	err := s.Std.Close()
+	s.waitStd()
+	return err
+}
+
+func (s *Server) waitStd() {
+	s.mu.Lock()
+	done := s.stdDone
+	if s.handoff != nil {
+		s.handoff.Close()
+	}
+	s.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := range s.listeners {
+		(*l).Close()
+	}
+}
+
+// closeIdle closes the connections waiting for a request and reports
+// whether none is left.
+func (s *Server) closeIdle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			c.nc.Close()
+		}
+	}
+	return len(s.conns) == 0
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if l := s.Std.ErrorLog; l != nil {
+		l.Printf(format, args...)
+	} else {
+		log.Printf(format, args...)
+	}
+}
+
+// Connection states: a connection is idle while it waits for a request's
+// first bytes; Shutdown closes only idle ones.
+const (
+	stateIdle int32 = iota
+	stateActive
+	stateClosed
+)
+
+// Disconnect watch states.
+const (
+	watchOff     = iota // no request, or the watch ended by itself
+	watchArmed          // a request runs; the timer may start the watch
+	watchReading        // the watch is blocked reading the connection
+	watchAborted        // the request ended while the watch read
+)
+
+// maxHead bounds the heads the Server reads itself; longer ones are Std's.
+const maxHead = 4 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, maxHead); return &b }}
+
+// serverConn is one client connection served by the Server.
+type serverConn struct {
+	s      *Server
+	nc     net.Conn
+	ctx    context.Context
+	remote string
+	state  atomic.Int32
+	handed bool // given to Std
+
+	// in holds bytes read and not yet served, in[:n]: held while a head
+	// is read, and after it only when a pipelined request follows.
+	in *[]byte
+	n  int
+
+	// The disconnect watch, armed for each request and started by timer.
+	wmu    sync.Mutex
+	wstate int
+	timer  *time.Timer
+	wdone  chan struct{}
+	cancel context.CancelFunc
+	peeked bool // the watch read the first byte of the next request
+	peek   byte
+	gone   bool // the watch saw the client leave
+}
+
+func (c *serverConn) serve() {
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			c.s.logf("http: panic serving %v: %v\n%s", c.remote, v, buf)
+		}
+		c.stopWatch()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		if c.handed {
+			return
+		}
+		c.releaseIn()
+		c.s.untrack(c)
+		c.nc.Close()
+	}()
+	for first := true; ; first = false {
+		req, cancel, ok := c.readRequest(first)
+		if !ok {
+			return
+		}
+		if req == nil {
+			c.handOver()
+			return
+		}
+		if !c.serveRequest(req, cancel) {
+			return
+		}
+		if !c.state.CompareAndSwap(stateActive, stateIdle) || c.s.closing.Load() {
+			return
+		}
+	}
+}
+
+// readRequest waits for the next request and reads it. ok is false when
+// the connection is to be closed; a nil req with ok is a request for Std,
+// whose bytes so far are in c.in.
+func (c *serverConn) readRequest(first bool) (req *http.Request, cancel context.CancelFunc, ok bool) {
+	std := c.s.Std
+	hdr := std.ReadHeaderTimeout
+	if hdr <= 0 || (std.ReadTimeout > 0 && std.ReadTimeout < hdr) {
+		hdr = std.ReadTimeout
+	}
+	wait := std.IdleTimeout
+	if wait <= 0 {
+		wait = std.ReadTimeout
+	}
+	if first {
+		wait = hdr
+	}
+	if c.in == nil {
+		c.in = bufPool.Get().(*[]byte)
+		c.n = 0
+	}
+	buf := *c.in
+	if c.peeked {
+		buf[c.n] = c.peek
+		c.n++
+		c.peeked = false
+	}
+	if c.n == 0 {
+		// One deadline per request: the wait for it. A head that does
+		// not arrive whole in the first read gets ReadHeaderTimeout from
+		// then on.
+		c.nc.SetReadDeadline(deadline(wait))
+		m, err := c.nc.Read(buf)
+		if err != nil && m == 0 {
+			return nil, nil, false
+		}
+		c.n = m
+	}
+	if !c.state.CompareAndSwap(stateIdle, stateActive) {
+		return nil, nil, false // Shutdown closed it
+	}
+	moved := false
+	for {
+		if !takesMethod(buf[:c.n]) {
+			return nil, nil, true
+		}
+		if end := headEnd(buf[:c.n]); end == -2 {
+			return nil, nil, true
+		} else if end > 0 {
+			h, ok := parseHead(string(buf[:end]))
+			if !ok {
+				return nil, nil, true
+			}
+			ctx, cancel := context.WithCancel(c.ctx)
+			req, err := h.request(ctx)
+			if err != nil {
+				cancel()
+				return nil, nil, true
+			}
+			req.RemoteAddr = c.remote
+			if rest := c.n - end; rest > 0 {
+				copy(buf, buf[end:c.n])
+				c.n = rest
+			} else {
+				c.releaseIn()
+			}
+			return req, cancel, true
+		}
+		if c.n == len(buf) {
+			return nil, nil, true
+		}
+		if !moved && hdr > 0 {
+			c.nc.SetReadDeadline(deadline(hdr))
+			moved = true
+		}
+		m, err := c.nc.Read(buf[c.n:])
+		c.n += m
+		if err != nil {
+			return nil, nil, false
+		}
+	}
+}
+
+func deadline(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
+
+func (c *serverConn) releaseIn() {
+	if c.in != nil {
+		bufPool.Put(c.in)
+		c.in = nil
+		c.n = 0
+	}
+}
+
+// serveRequest runs the handler for req and ends its response; it reports
+// whether the connection may serve another request.
+func (c *serverConn) serveRequest(req *http.Request, cancel context.CancelFunc) bool {
+	defer cancel()
+	std := c.s.Std
+	if std.WriteTimeout > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(std.WriteTimeout))
+	}
+	w := &response{c: c, req: req, header: make(http.Header, 16), cl: -1}
+	if c.in == nil {
+		c.armWatch(cancel)
+	}
+	h := std.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	h.ServeHTTP(w, req)
+	c.stopWatch()
+	keep := w.finish()
+	return keep && !c.gone
+}
+
+// handOver gives the connection, with the bytes read so far, to Std, and
+// forgets it.
+func (c *serverConn) handOver() {
+	pending := bytes.Clone((*c.in)[:c.n])
+	c.releaseIn()
+	c.handed = true
+	c.s.untrack(c)
+	c.s.handoff.give(&handedConn{Conn: c.nc, pending: pending})
+}
+
+func (c *serverConn) armWatch(cancel context.CancelFunc) {
+	c.wmu.Lock()
+	c.wstate = watchArmed
+	c.cancel = cancel
+	c.wmu.Unlock()
+	d := c.s.WatchDelay
+	if d <= 0 {
+		d = 500 * time.Millisecond
+	}
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.watch)
+	} else {
+		c.timer.Reset(d)
+	}
+}
+
+// watch reads the connection while a request runs long: an error or end
+// of stream means the client went away (the request's context is
+// cancelled), a byte is the start of the next request (kept).
+func (c *serverConn) watch() {
+	c.wmu.Lock()
+	if c.wstate != watchArmed {
+		c.wmu.Unlock()
+		return
+	}
+	c.wstate = watchReading
+	if c.wdone == nil {
+		c.wdone = make(chan struct{}, 1)
+	}
+	c.nc.SetReadDeadline(time.Time{})
+	c.wmu.Unlock()
+
+	var b [1]byte
+	n, err := c.nc.Read(b[:])
+
+	c.wmu.Lock()
+	aborted := c.wstate == watchAborted
+	var ne net.Error
+	switch {
+	case n == 1:
+		c.peeked, c.peek = true, b[0]
+	case err != nil && !(aborted && errors.As(err, &ne) && ne.Timeout()):
+		c.gone = true
+		c.cancel()
+	}
+	c.wstate = watchOff
+	c.wmu.Unlock()
+	if aborted {
+		c.wdone <- struct{}{}
+	}
+}
+
+// stopWatch ends the watch of the request that just ended, waiting for a
+// read in progress to return.
+func (c *serverConn) stopWatch() {
+	if c.timer == nil {
+		return
+	}
+	c.timer.Stop()
+	c.wmu.Lock()
+	switch c.wstate {
+	case watchArmed:
+		c.wstate = watchOff
+	case watchReading:
+		c.wstate = watchAborted
+		c.nc.SetReadDeadline(aLongTimeAgo)
+		c.wmu.Unlock()
+		<-c.wdone
+		return
+	}
+	c.wmu.Unlock()
+}
+
+// handoffListener is the listener Std serves: the connections this Server
+// hands over.
+type handoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	once  sync.Once
+	done  chan struct{}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+// give hands c to Std, or closes it when Std no longer serves.
+func (l *handoffListener) give(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// handedConn is a connection handed to Std: it replays the bytes the
+// Server read before it reads on.
+type handedConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *handedConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		if len(c.pending) == 0 {
+			c.pending = nil
+		}
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite lets net/http half-close the connection after an error
+// answer, as it does with the connection itself.
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// Unwrap returns the connection as accepted when c is one a [Server]
+// handed to its Std, and c otherwise. Std.ConnContext and Std.ConnState
+// see handed-over connections wrapped, since the wrapper replays the bytes
+// the Server had read; a ConnContext that looks for a connection type of
+// its own unwraps first.
+func Unwrap(c net.Conn) net.Conn {
+	if h, ok := c.(*handedConn); ok {
+		return h.Conn
+	}
+	return c
+}
