@@ -22,56 +22,69 @@ func FuzzParseHead(f *testing.F) {
 	}
 	f.Add([]byte("GET /x?y HTTP/1.1\r\nHost: a\r\nCookie: a=b; c=d\r\nAccept-Encoding: gzip\r\n\r\nGET"))
 	f.Add([]byte("HEAD /%41?%zz HTTP/1.1\r\nHost: a:1\r\nConnection: CLOSE\r\n\r\n"))
-	f.Fuzz(func(t *testing.T, in []byte) {
-		if !takesMethod(in) {
-			return
-		}
-		end := headEnd(in)
-		if end < 0 {
-			return
-		}
-		h, ok := parseHead(string(in[:end]))
-		if !ok {
-			return
-		}
-		mine, err := h.request(context.Background())
-		if err != nil {
-			return
-		}
-		br := bufio.NewReader(bytes.NewReader(in))
-		want, err := http.ReadRequest(br)
-		if err != nil {
-			t.Fatalf("taken, but ReadRequest fails: %v\n%q", err, in)
-		}
-		if consumed := len(in) - br.Buffered(); consumed != end {
-			t.Fatalf("head of %d bytes, ReadRequest read %d\n%q", end, consumed, in)
-		}
-		// ReadRequest drops Host from the fields; the server sees them.
-		tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(in[:end])))
-		tp.ReadLine()
-		fields, err := tp.ReadMIMEHeader()
-		if hosts := fields["Host"]; err != nil || len(hosts) != 1 || !netHTTPValidHost(hosts[0]) {
-			t.Fatalf("taken, but net/http's server refuses Host %q (%v)\n%q", hosts, err, in)
-		}
-		for k, vv := range want.Header {
-			for _, v := range vv {
-				if strings.ContainsFunc(v, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
-					t.Fatalf("taken, but net/http's server refuses %s: %q", k, v)
-				}
-			}
-		}
-		if want.ContentLength != 0 || want.TransferEncoding != nil || want.Body != http.NoBody {
-			t.Fatalf("taken, but ReadRequest sees a body (length %d, coding %q)\n%q",
-				want.ContentLength, want.TransferEncoding, in)
-		}
-		got := []any{mine.Method, *mine.URL, mine.RequestURI, mine.Host, mine.Header, mine.Close, mine.Proto, mine.ProtoMajor, mine.ProtoMinor}
-		exp := []any{want.Method, *want.URL, want.RequestURI, want.Host, want.Header, want.Close, want.Proto, want.ProtoMajor, want.ProtoMinor}
-		for i := range got {
-			if !reflect.DeepEqual(got[i], exp[i]) {
-				t.Fatalf("field %d: got %#v, want %#v\n%q", i, got[i], exp[i], in)
-			}
-		}
+	f.Fuzz(checkHead)
+}
+
+// FuzzParseHeadFields is FuzzParseHead with the framing held valid, so
+// the fuzzer spends its time on targets, names and values.
+func FuzzParseHeadFields(f *testing.F) {
+	f.Add("/a/b?c=d", "X-Id", " abc ", "h:80")
+	f.Add("/%41;x?%zz", "cookie", "a=b;\tc", "[::1]")
+	f.Add("/", "Connection", "close", "h")
+	f.Fuzz(func(t *testing.T, target, name, value, host string) {
+		checkHead(t, []byte("GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\n"+name+": "+value+"\r\n\r\n"))
 	})
+}
+
+func checkHead(t *testing.T, in []byte) {
+	if !takesMethod(in) {
+		return
+	}
+	end := headEnd(in)
+	if end < 0 {
+		return
+	}
+	h, ok := parseHead(string(in[:end]))
+	if !ok {
+		return
+	}
+	mine, err := h.request(context.Background())
+	if err != nil {
+		return
+	}
+	br := bufio.NewReader(bytes.NewReader(in))
+	want, err := http.ReadRequest(br)
+	if err != nil {
+		t.Fatalf("taken, but ReadRequest fails: %v\n%q", err, in)
+	}
+	if consumed := len(in) - br.Buffered(); consumed != end {
+		t.Fatalf("head of %d bytes, ReadRequest read %d\n%q", end, consumed, in)
+	}
+	// ReadRequest drops Host from the fields; the server sees them.
+	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(in[:end])))
+	tp.ReadLine()
+	fields, err := tp.ReadMIMEHeader()
+	if hosts := fields["Host"]; err != nil || len(hosts) != 1 || !netHTTPValidHost(hosts[0]) {
+		t.Fatalf("taken, but net/http's server refuses Host %q (%v)\n%q", hosts, err, in)
+	}
+	for k, vv := range want.Header {
+		for _, v := range vv {
+			if strings.ContainsFunc(v, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+				t.Fatalf("taken, but net/http's server refuses %s: %q", k, v)
+			}
+		}
+	}
+	if want.ContentLength != 0 || want.TransferEncoding != nil || want.Body != http.NoBody {
+		t.Fatalf("taken, but ReadRequest sees a body (length %d, coding %q)\n%q",
+			want.ContentLength, want.TransferEncoding, in)
+	}
+	got := []any{mine.Method, *mine.URL, mine.RequestURI, mine.Host, mine.Header, mine.Close, mine.Proto, mine.ProtoMajor, mine.ProtoMinor}
+	exp := []any{want.Method, *want.URL, want.RequestURI, want.Host, want.Header, want.Close, want.Proto, want.ProtoMajor, want.ProtoMinor}
+	for i := range got {
+		if !reflect.DeepEqual(got[i], exp[i]) {
+			t.Fatalf("field %d: got %#v, want %#v\n%q", i, got[i], exp[i], in)
+		}
+	}
 }
 
 // netHTTPValidHost is golang.org/x/net/http/httpguts.ValidHostHeader,

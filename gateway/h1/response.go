@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -28,9 +29,12 @@ type response struct {
 
 	badCL      bool // the handler's Content-Length was invalid (and is dropped)
 	committed  bool // the head is written
+	done       bool // the handler returned; the writer is gone
 	chunked    bool
 	closeAfter bool
 }
+
+var errAfterHandler = errors.New("h1: response used after its handler returned")
 
 // holdMax is how much body is held back before the head goes out, so
 // that a short body gets a Content-Length and a sniffed Content-Type;
@@ -59,7 +63,7 @@ func (w *response) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
-	if w.status != 0 {
+	if w.status != 0 || w.done {
 		w.c.s.logf("http: superfluous response.WriteHeader call with %d after %d", code, w.status)
 		return
 	}
@@ -94,6 +98,9 @@ func (w *response) fail(err error) {
 }
 
 func (w *response) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errAfterHandler
+	}
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -258,6 +265,9 @@ func (w *response) Flush() { w.FlushError() }
 
 // FlushError is Flush reporting the write error (http.ResponseController).
 func (w *response) FlushError() error {
+	if w.done {
+		return errAfterHandler
+	}
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -297,6 +307,7 @@ func (w *response) finish() bool {
 	w.bw.Reset(nil)
 	writerPool.Put(w.bw)
 	w.bw = nil
+	w.done = true
 	return w.err == nil && !w.closeAfter
 }
 

@@ -498,7 +498,9 @@ func (c *serverConn) watch() {
 	switch {
 	case n == 1:
 		c.peeked, c.peek = true, b[0]
-	case err != nil && !(aborted && errors.As(err, &ne) && ne.Timeout()):
+	case err != nil && !(errors.As(err, &ne) && ne.Timeout()):
+		// A timeout is the end of the request (or a deadline the
+		// handler set), never the client leaving.
 		c.gone = true
 		c.cancel()
 	}
