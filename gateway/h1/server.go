@@ -92,6 +92,9 @@ func (s *Server) Serve(l net.Listener) error {
 		s.stdDone = make(chan struct{})
 		go func() {
 			defer close(s.stdDone)
+			// Once Std stops serving, hand-overs close the connection
+			// instead of waiting for it.
+			defer s.handoff.Close()
 			s.Std.Serve(s.handoff)
 		}()
 	}
@@ -368,7 +371,7 @@ func (c *serverConn) readRequest(first bool) (req *http.Request, cancel context.
 	if !c.state.CompareAndSwap(stateIdle, stateActive) {
 		return nil, nil, false // Shutdown closed it
 	}
-	moved := false
+	moved := first // the first wait was already the header timeout
 	for {
 		if !takesMethod(buf[:c.n]) {
 			return nil, nil, true

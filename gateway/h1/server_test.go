@@ -3,12 +3,14 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"sort"
 	"strings"
@@ -719,5 +721,42 @@ func BenchmarkServer(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TLS connections go to Std untouched, so it can negotiate HTTP/2 and
+// set Request.TLS.
+func TestTLSConnectionsGoToStd(t *testing.T) {
+	checkGoroutines(t)
+	ts := httptest.NewUnstartedServer(nil) // for its certificate
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	cfg := ts.TLS.Clone()
+	client := ts.Client()
+	ts.Close()
+
+	seen := make(chan string, 1)
+	std := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- fmt.Sprint(r.Proto, " ", r.TLS != nil)
+	}), ErrorLog: quietLog(), TLSConfig: cfg}
+	srv := &Server{Std: std}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(tls.NewListener(ln, cfg)) }()
+	defer func() {
+		client.CloseIdleConnections()
+		srv.Close()
+		<-done
+	}()
+	resp, err := client.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := <-seen; got != "HTTP/2.0 true" {
+		t.Fatalf("handler saw %q, want HTTP/2.0 over TLS", got)
 	}
 }
