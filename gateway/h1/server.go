@@ -55,9 +55,9 @@ type Server struct {
 	// ConnContext and ErrorLog apply here too. It must be set, and not
 	// served by anything else.
 	Std *http.Server
-	// WatchDelay is how long a request runs before the Server watches its
-	// connection for the client going away, which cancels the request's
-	// context. If zero, 500ms.
+	// WatchDelay is about how long a request runs before the Server
+	// watches its connection for the client going away, which cancels the
+	// request's context: between half of it and all of it. If zero, 500ms.
 	WatchDelay time.Duration
 
 	mu        sync.Mutex
@@ -65,7 +65,11 @@ type Server struct {
 	conns     map[*serverConn]struct{}
 	handoff   *handoffListener
 	stdDone   chan struct{}
+	sweepDone chan struct{}
 	closing   atomic.Bool
+	// epoch counts sweeps; a request records the one it started in, so
+	// the sweep knows it ran long without a clock read per request.
+	epoch atomic.Int64
 }
 
 // ErrServerClosed is http.ErrServerClosed, returned by Serve after
@@ -90,6 +94,8 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.handoff == nil {
 		s.handoff = &handoffListener{addr: l.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
 		s.stdDone = make(chan struct{})
+		s.sweepDone = make(chan struct{})
+		go s.sweep()
 		go func() {
 			defer close(s.stdDone)
 			// Once Std stops serving, hand-overs close the connection
@@ -208,15 +214,46 @@ func (s *Server) Close() error {
 	return err
 }
 
+// waitStd waits for the goroutines Serve started: Std's Serve and the
+// sweep.
 func (s *Server) waitStd() {
 	s.mu.Lock()
-	done := s.stdDone
+	done, sweep := s.stdDone, s.sweepDone
 	if s.handoff != nil {
 		s.handoff.Close()
 	}
 	s.mu.Unlock()
 	if done != nil {
 		<-done
+		<-sweep
+	}
+}
+
+// sweep runs every half WatchDelay and starts the watch of each request
+// that has been running since before the previous sweep, so a request is
+// watched once it has run between half a WatchDelay and a whole one: one
+// goroutine for all connections instead of a timer per request. It ends
+// when the Server closes.
+func (s *Server) sweep() {
+	defer close(s.sweepDone)
+	d := s.WatchDelay
+	if d <= 0 {
+		d = 500 * time.Millisecond
+	}
+	t := time.NewTicker(max(d/2, time.Millisecond))
+	defer t.Stop()
+	for range t.C {
+		if s.closing.Load() {
+			return
+		}
+		e := s.epoch.Add(1)
+		s.mu.Lock()
+		for c := range s.conns {
+			if st := c.started.Load(); st != 0 && st < e {
+				c.startWatch()
+			}
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -265,10 +302,18 @@ const (
 	watchAborted        // the request ended while the watch read
 )
 
-// maxHead bounds the heads the Server reads itself; longer ones are Std's.
-const maxHead = 4 << 10
+// Heads are read into a small buffer, which most fit and which is what
+// a connection waiting for its next request holds; one that does not fit
+// moves to a large one. Heads longer than maxHead are Std's.
+const (
+	smallHead = 1 << 10
+	maxHead   = 4 << 10
+)
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, maxHead); return &b }}
+var (
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallHead); return &b }}
+	largePool = sync.Pool{New: func() any { b := make([]byte, maxHead); return &b }}
+)
 
 // serverConn is one client connection served by the Server.
 type serverConn struct {
@@ -284,15 +329,16 @@ type serverConn struct {
 	in *[]byte
 	n  int
 
-	// The disconnect watch, armed for each request and started by timer.
-	wmu    sync.Mutex
-	wstate int
-	timer  *time.Timer
-	wdone  chan struct{}
-	cancel context.CancelFunc
-	peeked bool // the watch read the first byte of the next request
-	peek   byte
-	gone   bool // the watch saw the client leave
+	// The disconnect watch, armed for each request and started by the
+	// Server's sweep.
+	started atomic.Int64 // the sweep epoch the request started in, plus one; 0 for none
+	wmu     sync.Mutex
+	wstate  int
+	wdone   chan struct{}
+	cancel  context.CancelFunc
+	peeked  bool // the watch read the first byte of the next request
+	peek    byte
+	gone    bool // the watch saw the client leave
 }
 
 func (c *serverConn) serve() {
@@ -303,9 +349,6 @@ func (c *serverConn) serve() {
 			c.s.logf("http: panic serving %v: %v\n%s", c.remote, v, buf)
 		}
 		c.stopWatch()
-		if c.timer != nil {
-			c.timer.Stop()
-		}
 		if c.handed {
 			return
 		}
@@ -348,7 +391,7 @@ func (c *serverConn) readRequest(first bool) (req *http.Request, cancel context.
 		wait = hdr
 	}
 	if c.in == nil {
-		c.in = bufPool.Get().(*[]byte)
+		c.in = smallPool.Get().(*[]byte)
 		c.n = 0
 	}
 	buf := *c.in
@@ -399,7 +442,13 @@ func (c *serverConn) readRequest(first bool) (req *http.Request, cancel context.
 			return req, cancel, true
 		}
 		if c.n == len(buf) {
-			return nil, nil, true
+			if len(buf) == maxHead {
+				return nil, nil, true
+			}
+			large := largePool.Get().(*[]byte)
+			copy(*large, buf[:c.n])
+			smallPool.Put(c.in)
+			c.in, buf = large, *large
 		}
 		if !moved && hdr > 0 {
 			c.nc.SetReadDeadline(deadline(hdr))
@@ -422,7 +471,11 @@ func deadline(d time.Duration) time.Time {
 
 func (c *serverConn) releaseIn() {
 	if c.in != nil {
-		bufPool.Put(c.in)
+		if len(*c.in) == maxHead {
+			largePool.Put(c.in)
+		} else {
+			smallPool.Put(c.in)
+		}
 		c.in = nil
 		c.n = 0
 	}
@@ -465,14 +518,22 @@ func (c *serverConn) armWatch(cancel context.CancelFunc) {
 	c.wstate = watchArmed
 	c.cancel = cancel
 	c.wmu.Unlock()
-	d := c.s.WatchDelay
-	if d <= 0 {
-		d = 500 * time.Millisecond
-	}
-	if c.timer == nil {
-		c.timer = time.AfterFunc(d, c.watch)
-	} else {
-		c.timer.Reset(d)
+	c.started.Store(c.s.epoch.Load() + 1)
+}
+
+// startWatch starts the watch of an armed request (called by the sweep).
+func (c *serverConn) startWatch() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wstate == watchArmed {
+		c.wstate = watchReading
+		if c.wdone == nil {
+			c.wdone = make(chan struct{}, 1)
+		}
+		// Cleared here, under the lock stopWatch takes, so that an
+		// abort's deadline always comes after it.
+		c.nc.SetReadDeadline(time.Time{})
+		go c.watch()
 	}
 }
 
@@ -480,18 +541,6 @@ func (c *serverConn) armWatch(cancel context.CancelFunc) {
 // of stream means the client went away (the request's context is
 // cancelled), a byte is the start of the next request (kept).
 func (c *serverConn) watch() {
-	c.wmu.Lock()
-	if c.wstate != watchArmed {
-		c.wmu.Unlock()
-		return
-	}
-	c.wstate = watchReading
-	if c.wdone == nil {
-		c.wdone = make(chan struct{}, 1)
-	}
-	c.nc.SetReadDeadline(time.Time{})
-	c.wmu.Unlock()
-
 	var b [1]byte
 	n, err := c.nc.Read(b[:])
 
@@ -517,10 +566,7 @@ func (c *serverConn) watch() {
 // stopWatch ends the watch of the request that just ended, waiting for a
 // read in progress to return.
 func (c *serverConn) stopWatch() {
-	if c.timer == nil {
-		return
-	}
-	c.timer.Stop()
+	c.started.Store(0)
 	c.wmu.Lock()
 	switch c.wstate {
 	case watchArmed:

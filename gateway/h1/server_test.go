@@ -337,6 +337,8 @@ var requestCases = []struct {
 	{"pragma", "GET / HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\n\r\n", false},
 	{"absolute form", "GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n", false},
 	{"options", "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", false},
+	{"head over the small buffer", "GET / HTTP/1.1\r\nHost: h\r\nCookie: " + strings.Repeat("c", 2000) + "\r\n\r\n", true},
+	{"head at the large buffer's end", "GET / HTTP/1.1\r\nHost: h\r\nX: " + strings.Repeat("c", 4096-len("GET / HTTP/1.1\r\nHost: h\r\nX: \r\n\r\n")) + "\r\n\r\n", true},
 	{"long head", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("b", 5000) + "\r\n\r\n", false},
 	{"no host", "GET / HTTP/1.1\r\nX: y\r\n\r\n", false},
 	{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false},
