@@ -118,8 +118,9 @@ func TestHoldManyConnections(t *testing.T) {
 	if p99 > 50*time.Millisecond {
 		t.Errorf("health p99 %v under %d connections, want < 50ms", p99, n)
 	}
-	if perConn > 32*1024 {
-		t.Errorf("%.1f KiB per idle connection, want <= 32 KiB", perConn/1024)
+	// 11.3 KiB measured with gateway/h1's server (22 with net/http's).
+	if perConn > 16*1024 {
+		t.Errorf("%.1f KiB per idle connection, want <= 16 KiB", perConn/1024)
 	}
 }
 
