@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -26,6 +27,10 @@ type response struct {
 	pre     *[]byte
 	bw      *bufio.Writer
 	err     error // the first write error; the connection is then closed
+
+	cancel     context.CancelFunc // the request's; a write error ends it
+	wantsClose bool               // the request said Connection: close
+	early      []string           // declared trailers already set at WriteHeader
 
 	badCL      bool // the handler's Content-Length was invalid (and is dropped)
 	committed  bool // the head is written
@@ -89,11 +94,26 @@ func (w *response) WriteHeader(code int) {
 			w.badCL = true
 		}
 	}
+	// Trailers declared and already set are sent in the header too, as
+	// net/http's copy of the header at this point has them; declared
+	// ones set later are trailers only.
+	if len(w.header["Trailer"]) > 0 {
+		for _, k := range trailerNames(w.header) {
+			if _, ok := w.header[k]; ok {
+				w.early = append(w.early, k)
+			}
+		}
+	}
 }
 
+// fail records the first write error and, as net/http does, ends the
+// request's context: the client is gone.
 func (w *response) fail(err error) {
 	if err != nil && w.err == nil {
 		w.err = err
+		if w.cancel != nil {
+			w.cancel()
+		}
 	}
 }
 
@@ -196,7 +216,7 @@ func (w *response) commit(final bool, p []byte) {
 	bodyless := isHEAD || !bodyOK
 	identity := !bodyless && !hasCL && hasTE && te == "identity"
 	stopping := w.c.s.closing.Load()
-	w.closeAfter = w.req.Close || first(h["Connection"]) == "close" || stopping || identity
+	w.closeAfter = w.wantsClose || first(h["Connection"]) == "close" || stopping || identity
 	dropConn := w.closeAfter && (stopping || !hasToken(first(h["Connection"]), "close"))
 
 	writeStatus(bw, code)
@@ -207,10 +227,11 @@ func (w *response) commit(final bool, p []byte) {
 	}
 	writeFields(bw, h, func(k string) bool {
 		switch k {
-		case "Transfer-Encoding":
+		case "Transfer-Encoding", "Content-Length":
+			// Framing comes from what WriteHeader saw and what this
+			// response does, never from the map as it is now: a length
+			// changed after WriteHeader must not disagree with the body.
 			return true
-		case "Content-Length":
-			return !bodyOK || (!hasCL && w.cl != -1)
 		case "Content-Type":
 			return code == http.StatusNotModified
 		case "Connection":
@@ -222,7 +243,7 @@ func (w *response) commit(final bool, p []byte) {
 		}
 		// A declared trailer set after WriteHeader is not a header
 		// field: net/http copied the header before it was set.
-		return slices.Contains(declared, k)
+		return slices.Contains(declared, k) && !slices.Contains(w.early, k)
 	})
 	if bodyOK && len(p) > 0 && w.sniffs() {
 		writeField(bw, "Content-Type", http.DetectContentType(p))
@@ -235,12 +256,14 @@ func (w *response) commit(final bool, p []byte) {
 	if !hasCL && final && !w.badCL && !trailers && !hasTE && bodyOK && (!isHEAD || len(p) > 0) {
 		hasCL = true
 		w.cl = int64(len(p))
+	} else if !hasCL {
+		w.cl = -1
+	}
+	if hasCL && bodyOK {
 		var num [20]byte
 		bw.WriteString("Content-Length: ")
 		bw.Write(strconv.AppendInt(num[:0], w.cl, 10))
 		bw.WriteString("\r\n")
-	} else if !hasCL {
-		w.cl = -1
 	}
 	if !bodyless && !hasCL && !identity && code != http.StatusNoContent {
 		w.chunked = true
@@ -281,8 +304,11 @@ func (w *response) FlushError() error {
 }
 
 // SetWriteDeadline and SetReadDeadline serve http.ResponseController.
-func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
-func (w *response) SetReadDeadline(t time.Time) error  { return w.c.nc.SetReadDeadline(t) }
+func (w *response) SetWriteDeadline(t time.Time) error {
+	w.c.ownWD = true // cleared after the response, as net/http does
+	return w.c.nc.SetWriteDeadline(t)
+}
+func (w *response) SetReadDeadline(t time.Time) error { return w.c.nc.SetReadDeadline(t) }
 
 // finish ends the response once the handler returned and reports whether
 // the connection may serve another request.
@@ -315,7 +341,7 @@ func (w *response) finish() bool {
 func (w *response) writeTrailers() {
 	h := w.header
 	for k, vv := range h {
-		if kk, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+		if kk, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && validName(kk) {
 			for _, v := range vv {
 				writeField(w.bw, kk, cleanValue(v))
 			}
@@ -335,7 +361,7 @@ func trailerNames(h http.Header) []string {
 	for _, decl := range h["Trailer"] {
 		for _, k := range strings.Split(decl, ",") {
 			k = http.CanonicalHeaderKey(textproto.TrimString(k))
-			if k != "" && allowedTrailer(k) {
+			if validName(k) && allowedTrailer(k) {
 				names = append(names, k)
 			}
 		}

@@ -43,12 +43,17 @@ import (
 // otherwise, Content-Type sniffed when unset, Date added, trailers), with
 // two differences: header fields are written in the map's order, and
 // changes a handler makes to the header after WriteHeader and before the
-// first byte goes out are sent (net/http copies the map at WriteHeader).
-// Hijacking is not supported on the requests this Server takes: requests
-// that ask to switch protocols (Upgrade) are Std's.
+// first byte goes out are sent (net/http copies the map at WriteHeader;
+// the framing — Content-Length, Transfer-Encoding — follows what
+// WriteHeader saw either way). Hijacking is not supported on the
+// requests this Server takes: requests that ask to switch protocols
+// (Upgrade) are Std's.
 //
-// Std.ConnState is not called for the connections this Server serves, and
+// Std.ConnState is not called for the connections this Server serves,
+// Std.SetKeepAlivesEnabled does not reach them (Shutdown does), and
 // Std.ConnContext sees a handed-over connection wrapped; see [Unwrap].
+// TLS connections, and every connection when Std.Protocols leaves out
+// HTTP/1, go to Std as they are.
 type Server struct {
 	// Std answers every request through its Handler. Its ReadTimeout,
 	// ReadHeaderTimeout, IdleTimeout, WriteTimeout, BaseContext,
@@ -135,9 +140,10 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		delay = 0
-		if _, ok := nc.(*tls.Conn); ok {
-			// TLS (and with it HTTP/2) is net/http's to negotiate: the
-			// connection goes over untouched.
+		if _, ok := nc.(*tls.Conn); ok || !s.http1() {
+			// TLS (and with it HTTP/2) is net/http's to negotiate, as is
+			// everything when Std does not serve HTTP/1: the connection
+			// goes over untouched.
 			s.handoff.give(nc)
 			continue
 		}
@@ -153,6 +159,13 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		go c.serve()
 	}
+}
+
+// http1 reports whether Std serves HTTP/1 (it may be set to unencrypted
+// HTTP/2 only).
+func (s *Server) http1() bool {
+	p := s.Std.Protocols
+	return p == nil || p.HTTP1()
 }
 
 func (s *Server) track(c *serverConn) bool {
@@ -323,6 +336,7 @@ type serverConn struct {
 	remote string
 	state  atomic.Int32
 	handed bool // given to Std
+	ownWD  bool // a handler set the write deadline
 
 	// in holds bytes read and not yet served, in[:n]: held while a head
 	// is read, and after it only when a pipelined request follows.
@@ -378,13 +392,15 @@ func (c *serverConn) serve() {
 // the connection is to be closed; a nil req with ok is a request for Std,
 // whose bytes so far are in c.in.
 func (c *serverConn) readRequest(first bool) (req *http.Request, cancel context.CancelFunc, ok bool) {
+	// The timeouts as net/http reads them: a zero one falls back to
+	// ReadTimeout, a negative one is none.
 	std := c.s.Std
 	hdr := std.ReadHeaderTimeout
-	if hdr <= 0 || (std.ReadTimeout > 0 && std.ReadTimeout < hdr) {
+	if hdr == 0 {
 		hdr = std.ReadTimeout
 	}
 	wait := std.IdleTimeout
-	if wait <= 0 {
+	if wait == 0 {
 		wait = std.ReadTimeout
 	}
 	if first {
@@ -450,7 +466,10 @@ func (c *serverConn) readRequest(first bool) (req *http.Request, cancel context.
 			smallPool.Put(c.in)
 			c.in, buf = large, *large
 		}
-		if !moved && hdr > 0 {
+		if !moved {
+			// Also when the head began with bytes already here (a
+			// pipelined request, the watch's byte): whatever deadline
+			// was left on the connection must not apply.
 			c.nc.SetReadDeadline(deadline(hdr))
 			moved = true
 		}
@@ -489,7 +508,7 @@ func (c *serverConn) serveRequest(req *http.Request, cancel context.CancelFunc) 
 	if std.WriteTimeout > 0 {
 		c.nc.SetWriteDeadline(time.Now().Add(std.WriteTimeout))
 	}
-	w := &response{c: c, req: req, header: make(http.Header, 16), cl: -1}
+	w := &response{c: c, req: req, header: make(http.Header, 16), cl: -1, cancel: cancel, wantsClose: req.Close}
 	if c.in == nil {
 		c.armWatch(cancel)
 	}
@@ -500,6 +519,10 @@ func (c *serverConn) serveRequest(req *http.Request, cancel context.CancelFunc) 
 	h.ServeHTTP(w, req)
 	c.stopWatch()
 	keep := w.finish()
+	if c.ownWD {
+		c.ownWD = false
+		c.nc.SetWriteDeadline(time.Time{})
+	}
 	return keep && !c.gone
 }
 
@@ -508,6 +531,10 @@ func (c *serverConn) serveRequest(req *http.Request, cancel context.CancelFunc) 
 func (c *serverConn) handOver() {
 	pending := bytes.Clone((*c.in)[:c.n])
 	c.releaseIn()
+	// Std sets deadlines only for the timeouts it has; none of this
+	// Server's may follow the connection there.
+	c.nc.SetReadDeadline(time.Time{})
+	c.nc.SetWriteDeadline(time.Time{})
 	c.handed = true
 	c.s.untrack(c)
 	c.s.handoff.give(&handedConn{Conn: c.nc, pending: pending})

@@ -11,9 +11,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -760,5 +762,213 @@ func TestTLSConnectionsGoToStd(t *testing.T) {
 	resp.Body.Close()
 	if got := <-seen; got != "HTTP/2.0 true" {
 		t.Fatalf("handler saw %q, want HTTP/2.0 over TLS", got)
+	}
+}
+
+// rawAll sends raw on a new connection and returns every byte the server
+// sends until it closes or goes quiet for 300ms.
+func rawAll(t *testing.T, addr, raw string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, raw)
+	var out []byte
+	buf := make([]byte, 8192)
+	for {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := c.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil {
+			return string(out)
+		}
+	}
+}
+
+// The length a handler declared at WriteHeader frames the body, whatever
+// it does to the header afterwards; net/http copies the header there.
+func TestLengthChangedAfterWriteHeaderKeepsFraming(t *testing.T) {
+	cases := map[string]func(w http.ResponseWriter){
+		"changed": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", "5")
+			w.WriteHeader(200)
+			w.Header().Set("Content-Length", "40")
+			io.WriteString(w, "hello")
+		},
+		"deleted": func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", "5")
+			w.WriteHeader(200)
+			w.Header().Del("Content-Length")
+			io.WriteString(w, "hello")
+		},
+		"set late, flushed": func(w http.ResponseWriter) {
+			w.WriteHeader(200)
+			w.Header().Set("Content-Length", "3")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "abc")
+		},
+		"set late": func(w http.ResponseWriter) {
+			w.WriteHeader(200)
+			w.Header().Set("Content-Length", "10")
+			io.WriteString(w, "abc")
+		},
+	}
+	mux := http.NewServeMux()
+	for name, f := range cases {
+		mux.HandleFunc("/"+strings.ReplaceAll(name, " ", "-"), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			f(w)
+		})
+	}
+	mux.HandleFunc("/next", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "next") })
+	ss := newServers(t, mux, nil)
+	for name := range cases {
+		raw := "GET /" + strings.ReplaceAll(name, " ", "-") + " HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+		mine, _ := exchangeUpTo(t, ss.fast, raw, "GET", "GET")
+		want, _ := exchangeUpTo(t, ss.std, raw, "GET", "GET")
+		if !reflect.DeepEqual(mine, want) {
+			t.Errorf("%s:\n got  %v\n want %v", name, mine, want)
+		}
+		if out := rawAll(t, ss.fast, raw); strings.Count(out, "Content-Length:")+strings.Count(out, "Transfer-Encoding:") != 2 {
+			t.Errorf("%s: each response must have exactly one framing field:\n%q", name, out)
+		}
+	}
+}
+
+// Trailer names a handler sets are checked as header names are: no
+// response can be smuggled through one.
+func TestTrailerNamesAreValidated(t *testing.T) {
+	_, addr := serveOne(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Ok, X-Bad\r\nInjected")
+		io.WriteString(w, "body")
+		w.(http.Flusher).Flush()
+		w.Header()[http.TrailerPrefix+"X\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"] = []string{"v"}
+		w.Header().Set("X-Ok", "fine")
+	}), nil)
+	out := rawAll(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+	if strings.Contains(out, "evil") || strings.Contains(out, "\r\nInjected") || !strings.Contains(out, "\r\nX-Ok: fine\r\n") {
+		t.Fatalf("trailers:\n%q", out)
+	}
+}
+
+// A pipelined request whose head arrives in parts, after a request that
+// outran IdleTimeout, gets a fresh header deadline, not the stale one.
+func TestPipelinedHeadAfterALongRequest(t *testing.T) {
+	for _, next := range []string{"GET /next HTTP/1.1\r\nHo|st: h\r\n\r\n", "POST /next HTTP/1.1\r\nHost: h\r\nContent-Le|ngth: 2\r\n\r\nhi"} {
+		_, addr := serveOne(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				time.Sleep(300 * time.Millisecond)
+			}
+			io.WriteString(w, r.Method+" "+r.URL.Path)
+		}), func(s *Server) { s.Std.IdleTimeout = 150 * time.Millisecond })
+		c, br := dial(t, addr)
+		// A first request, so that the wait for the next one has the
+		// idle deadline.
+		io.WriteString(c, "GET /warm HTTP/1.1\r\nHost: h\r\n\r\n")
+		readBody(t, br, "GET")
+		first, rest, _ := strings.Cut(next, "|")
+		io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"+first)
+		readBody(t, br, "GET")
+		io.WriteString(c, rest)
+		if _, body := readBody(t, br, "GET"); body != strings.Fields(next)[0]+" /next" {
+			t.Fatalf("pipelined request: %q", body)
+		}
+	}
+}
+
+// A handler's own write deadline ends with its response.
+func TestHandlerWriteDeadlineEndsWithItsResponse(t *testing.T) {
+	_, addr := serveOne(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/first" {
+			http.NewResponseController(w).SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+		}
+		io.WriteString(w, r.URL.Path)
+	}), nil)
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
+	readBody(t, br, "GET")
+	time.Sleep(150 * time.Millisecond)
+	io.WriteString(c, "GET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+	if _, body := readBody(t, br, "GET"); body != "/second" {
+		t.Fatalf("second request: %q", body)
+	}
+}
+
+// abortConn gives the watch the next request's first byte only once the
+// request ended and stopWatch set its past deadline: the race where the
+// byte and the abort meet.
+type abortConn struct {
+	net.Conn
+	mu   sync.Mutex
+	cond *sync.Cond
+	dl   time.Time
+	gave bool
+}
+
+func (f *abortConn) SetReadDeadline(t time.Time) error {
+	f.mu.Lock()
+	f.dl = t
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *abortConn) Read(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for {
+		past := !f.dl.IsZero() && time.Now().After(f.dl)
+		switch {
+		case past && !f.gave:
+			f.gave = true
+			p[0] = 'G'
+			return 1, nil
+		case past:
+			return 0, os.ErrDeadlineExceeded
+		case f.gave:
+			return copy(p, "ET / HTTP/1.1\r\nHost: h\r\n\r\n"), nil
+		}
+		f.cond.Wait()
+	}
+}
+
+func TestByteReadAsTheWatchIsAbortedIsKept(t *testing.T) {
+	fc := &abortConn{}
+	fc.cond = sync.NewCond(&fc.mu)
+	c := &serverConn{s: &Server{Std: &http.Server{}}, nc: fc, ctx: context.Background()}
+	c.state.Store(stateActive)
+	_, cancel := context.WithCancel(context.Background())
+	c.armWatch(cancel)
+	c.startWatch()
+	time.Sleep(20 * time.Millisecond) // the watch is blocked in Read
+	c.stopWatch()
+	c.state.Store(stateIdle)
+	req, _, ok := c.readRequest(false)
+	if !ok || req == nil || req.Method != "GET" {
+		t.Fatalf("next request: %v, %v", req, ok)
+	}
+	c.releaseIn()
+}
+
+// When Std does not serve HTTP/1 at all (unencrypted HTTP/2 only), every
+// connection is Std's.
+func TestStdWithoutHTTP1GetsEveryConnection(t *testing.T) {
+	var std atomic.Int64
+	_, addr := serveOne(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *Server) {
+		s.Std.Protocols = new(http.Protocols)
+		s.Std.Protocols.SetUnencryptedHTTP2(true)
+		s.Std.ConnState = func(c net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				std.Add(1)
+			}
+		}
+	})
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	br.ReadByte() // whatever net/http makes of it
+	if std.Load() != 1 {
+		t.Fatalf("Std saw %d connections, want 1", std.Load())
 	}
 }
