@@ -94,9 +94,9 @@ func parseHead(s string) (h head, ok bool) {
 			continue
 		case "Connection":
 			switch {
-			case strings.EqualFold(v, "close"):
+			case asciiEqualFold(v, "close"):
 				h.close = true
-			case strings.EqualFold(v, "keep-alive"):
+			case asciiEqualFold(v, "keep-alive"):
 			default:
 				return head{}, false
 			}
@@ -135,6 +135,28 @@ func (h *head) request(ctx context.Context) (*http.Request, error) {
 	req.RequestURI = h.target
 	req.Body = http.NoBody
 	return req, nil
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII only, as HTTP compares
+// tokens: Unicode folding would read "clo\u017fe" (long s) as "close",
+// which net/http does not.
+func asciiEqualFold(s, t string) bool {
+	if len(s) != len(t) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		a, b := s[i], t[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }
 
 // validHost reports whether v is a Host value made only of the bytes

@@ -400,7 +400,7 @@ func hasToken(v, token string) bool {
 	for v != "" {
 		var e string
 		e, v, _ = strings.Cut(v, ",")
-		if strings.EqualFold(textproto.TrimString(e), token) {
+		if asciiEqualFold(textproto.TrimString(e), token) {
 			return true
 		}
 	}

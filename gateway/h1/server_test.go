@@ -215,6 +215,10 @@ var responseCases = map[string]http.HandlerFunc{
 		w.WriteHeader(http.StatusEarlyHints)
 		io.WriteString(w, "after hints")
 	},
+	"connection token with a long s": func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "clo\u017fe") // folds to "close" in Unicode, not in HTTP
+		io.WriteString(w, "kept")
+	},
 	"handler closes": func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		io.WriteString(w, "bye")
@@ -327,6 +331,7 @@ var requestCases = []struct {
 	{"head", "HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", true},
 	{"lower-case names and padding", "GET / HTTP/1.1\r\nhost: h\r\nx-trace-id:   \t abc \t\r\nempty:\r\n\r\n", true},
 	{"keep-alive", "GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive\r\n\r\n", true},
+	{"close with a long s", "GET / HTTP/1.1\r\nHost: h\r\nConnection: clo\u017fe\r\n\r\n", false},
 	{"close", "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", true},
 	{"ipv6 host", "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", true},
 	{"obs-text value", "GET / HTTP/1.1\r\nHost: h\r\nX-Name: caf\xc3\xa9\r\n\r\n", true},
