@@ -32,7 +32,7 @@ type response struct {
 	wantsClose bool               // the request said Connection: close
 	early      []string           // declared trailers already set at WriteHeader
 
-	badCL      bool // the handler's Content-Length was invalid (and is dropped)
+	badCL      bool // the handler's Content-Length gave no valid length (and is dropped)
 	committed  bool // the head is written
 	done       bool // the handler returned; the writer is gone
 	chunked    bool
@@ -82,16 +82,19 @@ func (w *response) WriteHeader(code int) {
 	}
 	w.status = code
 	w.cl = -1
-	if vv := w.header["Content-Length"]; len(vv) > 0 && vv[0] != "" {
-		n, err := strconv.ParseInt(vv[0], 10, 64)
-		if err == nil && n >= 0 {
-			w.cl = n
-		} else {
-			w.c.s.logf("http: invalid Content-Length of %q", vv[0])
-			delete(w.header, "Content-Length")
-			// As in net/http, whose copy of the header still has it:
-			// no length is computed, the body is chunked.
-			w.badCL = true
+	if vv, ok := w.header["Content-Length"]; ok {
+		// A field that gives no valid length (empty, or not a number)
+		// is not sent, and, as in net/http, whose copy of the header
+		// still has it, no length is computed: the body is chunked.
+		w.badCL = true
+		if len(vv) > 0 && vv[0] != "" {
+			n, err := strconv.ParseInt(vv[0], 10, 64)
+			if err == nil && n >= 0 {
+				w.cl, w.badCL = n, false
+			} else {
+				w.c.s.logf("http: invalid Content-Length of %q", vv[0])
+				delete(w.header, "Content-Length")
+			}
 		}
 	}
 	// Trailers declared and already set are sent in the header too, as
