@@ -26,7 +26,8 @@ type response struct {
 	written int64 // body bytes the handler wrote
 	pre     *[]byte
 	bw      *bufio.Writer
-	err     error // the first write error; the connection is then closed
+	err     error    // the first write error; the connection is then closed
+	num     [20]byte // formats lengths: a local array would escape through bufio
 
 	cancel     context.CancelFunc // the request's; a write error ends it
 	wantsClose bool               // the request said Connection: close
@@ -159,11 +160,6 @@ func (w *response) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// WriteString is Write without the conversion's copy (io.StringWriter).
-func (w *response) WriteString(s string) (int, error) {
-	return w.Write([]byte(s))
-}
-
 // sniffs reports whether the response's Content-Type is left to be
 // sniffed from its first bytes.
 func (w *response) sniffs() bool {
@@ -178,8 +174,7 @@ func (w *response) body(p []byte) {
 	}
 	bw := w.bw
 	if w.chunked {
-		var hex [16]byte
-		bw.Write(strconv.AppendUint(hex[:0], uint64(len(p)), 16))
+		bw.Write(strconv.AppendUint(w.num[:0], uint64(len(p)), 16))
 		bw.WriteString("\r\n")
 		bw.Write(p)
 		_, err := bw.WriteString("\r\n")
@@ -263,9 +258,8 @@ func (w *response) commit(final bool, p []byte) {
 		w.cl = -1
 	}
 	if hasCL && bodyOK {
-		var num [20]byte
 		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(num[:0], w.cl, 10))
+		bw.Write(strconv.AppendInt(w.num[:0], w.cl, 10))
 		bw.WriteString("\r\n")
 	}
 	if !bodyless && !hasCL && !identity && code != http.StatusNoContent {

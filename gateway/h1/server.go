@@ -310,7 +310,7 @@ const (
 // Disconnect watch states.
 const (
 	watchOff     = iota // no request, or the watch ended by itself
-	watchArmed          // a request runs; the timer may start the watch
+	watchArmed          // a request runs; the sweep may start the watch
 	watchReading        // the watch is blocked reading the connection
 	watchAborted        // the request ended while the watch read
 )

@@ -259,9 +259,6 @@ var responseCases = map[string]http.HandlerFunc{
 		w.Header().Set("Content-Encoding", "gzip")
 		w.Write([]byte{0x1f, 0x8b, 0, 0})
 	},
-	"write string": func(w http.ResponseWriter, r *http.Request) {
-		w.(io.StringWriter).WriteString("via WriteString")
-	},
 	"superfluous status": func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusCreated)
 		w.WriteHeader(http.StatusInternalServerError)

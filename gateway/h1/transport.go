@@ -142,13 +142,8 @@ var errIdleTimeout = errors.New("h1: backend timed out the idle connection (408)
 // hold no control characters but tab.
 func validHeaders(h http.Header) error {
 	for k, vv := range h {
-		if k == "" {
-			return errors.New("h1: invalid header field name \"\"")
-		}
-		for i := 0; i < len(k); i++ {
-			if !tokenBytes[k[i]] {
-				return fmt.Errorf("h1: invalid header field name %q", k)
-			}
+		if !validName(k) {
+			return fmt.Errorf("h1: invalid header field name %q", k)
 		}
 		for _, v := range vv {
 			if !validValue(v) {
